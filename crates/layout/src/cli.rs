@@ -1,0 +1,110 @@
+//! Command-line plumbing every stage shares: common flags, logging, progress bars, markers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{pipeline_name, PipelineConfig};
+use crate::paths::{DataRoot, RunDir};
+
+/// Flags of every stage: which pipeline, where the data lives, which run.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Pipeline config (TOML); its file stem names the run directory (`runs/<stem>/...`).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Root of the on-disk layout.
+    #[arg(long, env = "DFD_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Run identifier under `runs/<pipeline>/`.
+    #[arg(long, default_value = "main")]
+    pub run_id: String,
+}
+
+/// What [`CommonArgs::load`] gives a stage.
+pub struct Context {
+    pub config: PipelineConfig,
+    pub pipeline: String,
+    pub data: DataRoot,
+    pub run: RunDir,
+}
+
+impl CommonArgs {
+    /// Reads the pipeline config and resolves the data root and run directory.
+    pub fn load(&self) -> Result<Context> {
+        let config = PipelineConfig::load(&self.config)?;
+        let pipeline = pipeline_name(&self.config)?;
+        let data = DataRoot::new(&self.data_dir);
+        let run = data.run(&pipeline, &self.run_id);
+        Ok(Context {
+            config,
+            pipeline,
+            data,
+            run,
+        })
+    }
+}
+
+/// `--shard-index i --shard-count n`: this process does the work items `j` with `j % n == i`.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct SliceArgs {
+    /// Index of this process among `--shard-count` processes sharing the work (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub shard_index: usize,
+    /// Number of processes sharing the work (e.g. a Slurm job array's size).
+    #[arg(long, default_value_t = 1)]
+    pub shard_count: usize,
+}
+
+impl SliceArgs {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.shard_count >= 1, "--shard-count must be at least 1");
+        ensure!(
+            self.shard_index < self.shard_count,
+            "--shard-index {} must be below --shard-count {}",
+            self.shard_index,
+            self.shard_count
+        );
+        Ok(())
+    }
+
+    /// Whether work item `j` (a shard number) belongs to this process.
+    pub fn owns(&self, j: usize) -> bool {
+        j % self.shard_count == self.shard_index
+    }
+
+    /// True for a single process doing everything.
+    pub fn is_whole(&self) -> bool {
+        self.shard_count == 1
+    }
+}
+
+/// Logging to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A progress bar over `len` items of `unit` (e.g. "img") with rate and ETA; hidden when stderr
+/// is not a terminal, so logs stay clean in CI and under make.
+pub fn progress(len: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let template = format!(
+        "{{msg}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}})"
+    );
+    bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+/// Writes a stage's completion marker for the run (the Makefile's target).
+pub fn mark_done(run: &RunDir, stage: &str, summary: &serde_json::Value) -> Result<()> {
+    crate::atomic::write_json_atomic(&run.stage_marker(stage), summary)
+}
