@@ -2,7 +2,7 @@
 //!
 //! Paths of the layout ([`paths`]), the manifest and rejects lists ([`manifest`]), leak-free split
 //! assignment ([`split`]), resumable safetensors shard directories ([`shards`]), atomic writes
-//! ([`atomic`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the pipeline config
+//! ([`atomic`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log ([`runlog`]), the pipeline config
 //! shared by every stage ([`config`]) and the command-line plumbing they share ([`cli`]).
 //! It knows nothing of images or models.
 
@@ -13,6 +13,7 @@ pub mod hash;
 pub mod manifest;
 pub mod paths;
 pub mod rng;
+pub mod runlog;
 pub mod shards;
 pub mod split;
 
