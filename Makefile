@@ -1,0 +1,67 @@
+# Drives the stages. Each stage writes runs/<pipeline>/<run-id>/stages/<stage>.done when finished,
+# and each marker depends on the previous one: `make` after a kill resumes (the stages themselves
+# skip finished shards/epochs), `make` on a finished run does nothing.
+#
+#   make demo                                   generate the demo data and run the whole chain
+#   make test                                   every test (what CI runs)
+#   make all PIPELINE=pipelines/exp1-mlp-224.toml
+#   make preprocess|extract|train|evaluate PIPELINE=...
+#   make clean-run PIPELINE=...                 forget a run (not the shared image/feature caches)
+#   make bench                                  all benchmarks, with the PyTorch peer
+
+PIPELINE ?= pipelines/recommended.toml
+DATA ?= $(or $(DFD_DATA_DIR),data)
+RUN_ID ?= main
+CARGO ?= cargo
+FEATURES ?=
+BIN := target/release
+NAME := $(basename $(notdir $(PIPELINE)))
+RUN := $(DATA)/runs/$(NAME)/$(RUN_ID)
+ARGS := --config $(PIPELINE) --data-dir $(DATA) --run-id $(RUN_ID)
+STAGES := preprocess extract train evaluate
+
+.PHONY: all build test demo bench bench-preprocess bench-extract bench-train clean-run $(STAGES)
+
+all: $(RUN)/stages/evaluate.done
+	@echo "Report: $(RUN)/eval/report.html"
+
+build:
+	$(CARGO) build --release --bins $(if $(FEATURES),--features $(FEATURES))
+
+preprocess: $(RUN)/stages/preprocess.done
+extract: $(RUN)/stages/extract.done
+train: $(RUN)/stages/train.done
+evaluate: $(RUN)/stages/evaluate.done
+
+$(RUN)/stages/preprocess.done: $(PIPELINE) | build
+	$(BIN)/dfd-preprocess $(ARGS)
+$(RUN)/stages/extract.done: $(RUN)/stages/preprocess.done | build
+	$(BIN)/dfd-extract $(ARGS)
+$(RUN)/stages/train.done: $(RUN)/stages/extract.done | build
+	$(BIN)/dfd-train $(ARGS)
+$(RUN)/stages/evaluate.done: $(RUN)/stages/train.done | build
+	$(BIN)/dfd-evaluate $(ARGS)
+
+clean-run:
+	rm -rf $(RUN)
+
+# The demo: drawn faces, the whole chain, pretrained weights when the hub answers, else random
+# ones (said plainly). The resolved demo pipeline is written to $(DATA)/demo.toml.
+DEMO_CFG := $(DATA)/demo.toml
+demo: build
+	$(BIN)/dfd-demo-data --out $(DATA)/raw/demo
+	@mkdir -p $(DATA)
+	@if $(BIN)/dfd-extract --config pipelines/demo.toml --data-dir $(DATA) --check-weights; then \
+		cp pipelines/demo.toml $(DEMO_CFG).new; \
+	else \
+		echo "*** The Hugging Face hub cannot be reached and no weights are cached:"; \
+		echo "*** the demo runs with RANDOM weights (random:0), NOT pretrained ones."; \
+		sed 's|^weights = .*|weights = "random:0"|' pipelines/demo.toml > $(DEMO_CFG).new; \
+	fi
+	@cmp -s $(DEMO_CFG).new $(DEMO_CFG) || mv $(DEMO_CFG).new $(DEMO_CFG); rm -f $(DEMO_CFG).new
+	$(MAKE) --no-print-directory all PIPELINE=$(DEMO_CFG) DATA=$(DATA) RUN_ID=$(RUN_ID)
+
+test:
+	$(CARGO) test --workspace
+
+bench: bench-preprocess bench-extract bench-train
