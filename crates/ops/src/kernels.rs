@@ -1,0 +1,356 @@
+//! Convolution forward and backward as im2col + GEMM on contiguous NCHW/OIHW f32 slices.
+//!
+//! Work is cut into blocks of (group, run of consecutive images); each block is one GEMM whose
+//! columns are the output pixels of its images. Small images are batched into one block so the
+//! GEMMs stay wide; blocks run in parallel with single-threaded GEMMs, or, when there are too few
+//! blocks to feed every thread, one after another with multi-threaded GEMMs.
+
+use crate::columns::{col2im_image, copy_planes_to_rows, copy_rows_to_planes, im2col_image};
+use crate::geometry::ConvGeom;
+use crate::matmul::{matmul, MatMut, MatRef};
+use crate::scratch::with_scratch;
+use gemm::Parallelism;
+use rayon::prelude::*;
+use std::marker::PhantomData;
+
+/// Aim for at least this many GEMM columns (output pixels) per block.
+const TARGET_COLS: usize = 256;
+
+/// One unit of work: group `group` of images `n0 .. n0+imgs`.
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    group: usize,
+    n0: usize,
+    imgs: usize,
+}
+
+/// How the images of a convolution are cut into blocks.
+struct Plan {
+    imgs: usize,
+    blocks: usize,
+    groups: usize,
+    n: usize,
+    threads: usize,
+}
+
+impl Plan {
+    fn new(g: &ConvGeom) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let mut blocks = g.n.div_ceil(TARGET_COLS.div_ceil(g.p()).min(g.n));
+        if blocks * g.groups < threads {
+            blocks = threads.div_ceil(g.groups).min(g.n);
+        }
+        let imgs = g.n.div_ceil(blocks);
+        Plan {
+            imgs,
+            blocks: g.n.div_ceil(imgs),
+            groups: g.groups,
+            n: g.n,
+            threads,
+        }
+    }
+
+    fn tasks(&self) -> usize {
+        self.blocks * self.groups
+    }
+
+    /// Task `t` = image run `t / groups`, group `t % groups`.
+    fn block(&self, t: usize) -> Block {
+        let n0 = t / self.groups * self.imgs;
+        Block {
+            group: t % self.groups,
+            n0,
+            imgs: self.imgs.min(self.n - n0),
+        }
+    }
+
+    /// Runs `f` on every task: in parallel with single-threaded GEMMs when there are enough tasks,
+    /// else sequentially with multi-threaded GEMMs.
+    fn run(&self, f: impl Fn(Block, Parallelism) + Sync) {
+        if self.tasks() >= self.threads {
+            (0..self.tasks())
+                .into_par_iter()
+                .for_each(|t| f(self.block(t), Parallelism::None));
+        } else {
+            (0..self.tasks()).for_each(|t| f(self.block(t), Parallelism::Rayon(self.threads)));
+        }
+    }
+}
+
+/// An output slice that parallel tasks write through, each into regions no other task touches.
+struct Shared<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _borrow: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `Shared` only hands out sub-slices through `region`, whose contract makes concurrent
+// users touch disjoint memory.
+unsafe impl Send for Shared<'_> {}
+unsafe impl Sync for Shared<'_> {}
+
+impl<'a> Shared<'a> {
+    fn new(data: &'a mut [f32]) -> Self {
+        Shared {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// `data[start .. start+len]`.
+    ///
+    /// # Safety
+    /// No other live slice obtained from this `Shared` may overlap the range.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn region(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(
+            start + len <= self.len,
+            "region {start}+{len} outside {}",
+            self.len
+        );
+        std::slice::from_raw_parts_mut(self.ptr.add(start), len)
+    }
+}
+
+/// Offset of image `n`'s group `group` of `per_group` channel planes of `plane` values, in an
+/// N×C×plane tensor with `per_group·groups` channels.
+fn group_offset(n: usize, group: usize, per_group: usize, groups: usize, plane: usize) -> usize {
+    (n * groups + group) * per_group * plane
+}
+
+/// The block's `per_group` channel rows of `data` (N×(per_group·groups)×plane) as a
+/// `per_group × imgs·plane` matrix: a view when the block holds one image, else gathered into
+/// `buf` (which then needs `per_group·imgs·plane` floats).
+fn group_rows<'a>(
+    data: &'a [f32],
+    per_group: usize,
+    groups: usize,
+    plane: usize,
+    b: Block,
+    buf: &'a mut [f32],
+) -> MatRef<'a> {
+    let cols = b.imgs * plane;
+    if b.imgs == 1 {
+        let off = group_offset(b.n0, b.group, per_group, groups, plane);
+        return MatRef::rows(&data[off..off + per_group * plane], per_group, cols, plane);
+    }
+    for i in 0..b.imgs {
+        let off = group_offset(b.n0 + i, b.group, per_group, groups, plane);
+        copy_planes_to_rows(
+            &data[off..off + per_group * plane],
+            plane,
+            buf,
+            cols,
+            i * plane,
+        );
+    }
+    MatRef::rows(buf, per_group, cols, cols)
+}
+
+/// Floats of scratch [`input_columns`] needs for block `b`.
+fn columns_len(g: &ConvGeom, b: Block) -> usize {
+    if g.is_pointwise() && b.imgs == 1 {
+        0
+    } else {
+        g.k() * b.imgs * g.p()
+    }
+}
+
+/// The block's im2col matrix (`k × imgs·p`), built in `buf` unless it is a view of `x`.
+fn input_columns<'a>(g: &ConvGeom, x: &'a [f32], b: Block, buf: &'a mut [f32]) -> MatRef<'a> {
+    if g.is_pointwise() {
+        return group_rows(x, g.cin_g(), g.groups, g.p(), b, buf);
+    }
+    let cols = b.imgs * g.p();
+    let per_image = g.cin_g() * g.hw();
+    for i in 0..b.imgs {
+        let off = group_offset(b.n0 + i, b.group, g.cin_g(), g.groups, g.hw());
+        im2col_image(g, &x[off..off + per_image], buf, cols, i * g.p());
+    }
+    MatRef::rows(buf, g.k(), cols, cols)
+}
+
+/// Floats of scratch [`group_rows`] needs for a block of `per_group` channels.
+fn rows_len(per_group: usize, plane: usize, b: Block) -> usize {
+    if b.imgs == 1 {
+        0
+    } else {
+        per_group * b.imgs * plane
+    }
+}
+
+/// The group's weights as a `cout_g × k` matrix.
+fn group_weight<'a>(g: &ConvGeom, w: &'a [f32], group: usize) -> MatRef<'a> {
+    let len = g.cout_g() * g.k();
+    MatRef::rows(&w[group * len..(group + 1) * len], g.cout_g(), g.k(), g.k())
+}
+
+/// `y = conv(x, w)`. Slices are contiguous NCHW `x`, OIHW `w`, NCHW `y` of `g`'s sizes.
+pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    assert_eq!(
+        (x.len(), w.len(), y.len()),
+        (g.x_len(), g.w_len(), g.y_len()),
+        "forward sizes"
+    );
+    let (p, cout_g) = (g.p(), g.cout_g());
+    let y = Shared::new(y);
+    Plan::new(g).run(|b, par| {
+        let cols = b.imgs * p;
+        let col_len = columns_len(g, b);
+        let out_len = rows_len(cout_g, p, b);
+        with_scratch(col_len + out_len, |buf| {
+            let (col_buf, out_buf) = buf.split_at_mut(col_len);
+            let rhs = input_columns(g, x, b, col_buf);
+            let lhs = group_weight(g, w, b.group);
+            let region = |i: usize| {
+                let off = group_offset(b.n0 + i, b.group, cout_g, g.groups, p);
+                // SAFETY: (image, group) regions are disjoint and each belongs to one block.
+                unsafe { y.region(off, cout_g * p) }
+            };
+            if b.imgs == 1 {
+                matmul(
+                    MatMut::rows(region(0), cout_g, cols, p),
+                    false,
+                    lhs,
+                    rhs,
+                    par,
+                );
+            } else {
+                matmul(
+                    MatMut::rows(out_buf, cout_g, cols, cols),
+                    false,
+                    lhs,
+                    rhs,
+                    par,
+                );
+                for i in 0..b.imgs {
+                    copy_rows_to_planes(out_buf, cols, i * p, region(i), p);
+                }
+            }
+        })
+    });
+}
+
+/// `dx` = gradient w.r.t. the input, given `dy` (NCHW, output sizes) and `w`.
+pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    assert_eq!(
+        (dy.len(), w.len(), dx.len()),
+        (g.y_len(), g.w_len(), g.x_len()),
+        "bwd-input sizes"
+    );
+    let (p, hw, cin_g, cout_g) = (g.p(), g.hw(), g.cin_g(), g.cout_g());
+    let dx = Shared::new(dx);
+    Plan::new(g).run(|b, par| {
+        let cols = b.imgs * p;
+        let region = |i: usize| {
+            let off = group_offset(b.n0 + i, b.group, cin_g, g.groups, hw);
+            // SAFETY: (image, group) regions are disjoint and each belongs to one block.
+            unsafe { dx.region(off, cin_g * hw) }
+        };
+        let direct = g.is_pointwise() && b.imgs == 1;
+        let dy_len = rows_len(cout_g, p, b);
+        let col_len = if direct { 0 } else { g.k() * cols };
+        with_scratch(dy_len + col_len, |buf| {
+            let (dy_buf, col_buf) = buf.split_at_mut(dy_len);
+            let rhs = group_rows(dy, cout_g, g.groups, p, b, dy_buf);
+            let lhs = group_weight(g, w, b.group).t();
+            if direct {
+                matmul(
+                    MatMut::rows(region(0), cin_g, cols, p),
+                    false,
+                    lhs,
+                    rhs,
+                    par,
+                );
+            } else {
+                matmul(
+                    MatMut::rows(col_buf, g.k(), cols, cols),
+                    false,
+                    lhs,
+                    rhs,
+                    par,
+                );
+                for i in 0..b.imgs {
+                    let dxg = region(i);
+                    dxg.fill(0.0);
+                    col2im_image(g, col_buf, cols, i * p, dxg);
+                }
+            }
+        })
+    });
+}
+
+/// `dw` = gradient w.r.t. the weight, given `x` and `dy`.
+///
+/// Parallel over groups when there are enough of them; otherwise over runs of images, each thread
+/// summing its own partial gradient, the partials added at the end.
+pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    assert_eq!(
+        (x.len(), dy.len(), dw.len()),
+        (g.x_len(), g.y_len(), g.w_len()),
+        "bwd-weight sizes"
+    );
+    let plan = Plan::new(g);
+    let per_group = g.cout_g() * g.k();
+    // Adds (or, for the first block of a group, writes) block `b`'s contribution to `dwg`.
+    let block = |b: Block, first: bool, dwg: &mut [f32], par: Parallelism| {
+        let col_len = columns_len(g, b);
+        with_scratch(col_len + rows_len(g.cout_g(), g.p(), b), |buf| {
+            let (col_buf, dy_buf) = buf.split_at_mut(col_len);
+            let cols = input_columns(g, x, b, col_buf);
+            let grad = group_rows(dy, g.cout_g(), g.groups, g.p(), b, dy_buf);
+            matmul(
+                MatMut::rows(dwg, g.cout_g(), g.k(), g.k()),
+                !first,
+                grad,
+                cols.t(),
+                par,
+            );
+        })
+    };
+    // All groups of image runs `runs`, into a full-size gradient.
+    let runs_into = |runs: std::ops::Range<usize>, dst: &mut [f32], par: Parallelism| {
+        for r in runs.clone() {
+            for (group, dwg) in dst.chunks_mut(per_group).enumerate() {
+                block(
+                    plan.block(r * plan.groups + group),
+                    r == runs.start,
+                    dwg,
+                    par,
+                );
+            }
+        }
+    };
+    if plan.groups >= plan.threads {
+        dw.par_chunks_mut(per_group)
+            .enumerate()
+            .for_each(|(group, dwg)| {
+                for r in 0..plan.blocks {
+                    block(
+                        plan.block(r * plan.groups + group),
+                        r == 0,
+                        dwg,
+                        Parallelism::None,
+                    );
+                }
+            });
+    } else if plan.blocks >= plan.threads {
+        let parts = plan.threads;
+        let mut extra = vec![vec![0.0f32; dw.len()]; parts - 1];
+        let mut dsts: Vec<&mut [f32]> = std::iter::once(&mut *dw)
+            .chain(extra.iter_mut().map(|v| v.as_mut_slice()))
+            .collect();
+        dsts.par_iter_mut().enumerate().for_each(|(i, dst)| {
+            let runs = plan.blocks * i / parts..plan.blocks * (i + 1) / parts;
+            runs_into(runs, dst, Parallelism::None);
+        });
+        for part in &extra {
+            for (d, s) in dw.iter_mut().zip(part) {
+                *d += *s;
+            }
+        }
+    } else {
+        runs_into(0..plan.blocks, dw, Parallelism::Rayon(plan.threads));
+    }
+}

@@ -1,0 +1,120 @@
+//! The GEMM convolution as candle custom ops: forward with backward, and the two backward halves.
+
+use crate::geometry::ConvGeom;
+use crate::kernels;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+/// Contiguous f32 data of `layout` in `storage`, which must hold exactly `len` elements.
+fn f32_data<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    len: usize,
+    what: &str,
+) -> Result<&'a [f32]> {
+    let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+        candle_core::Error::Msg(format!("dfd-ops conv: {what} is not contiguous"))
+    })?;
+    if end - start != len {
+        candle_core::bail!(
+            "dfd-ops conv: {what} has {} elements, expected {len}",
+            end - start
+        );
+    }
+    Ok(&storage.as_slice::<f32>()?[start..end])
+}
+
+/// `conv2d(x, w)` for a fixed geometry; differentiable w.r.t. both arguments.
+pub(crate) struct GemmConv(pub ConvGeom);
+
+/// Gradient w.r.t. the input: arguments (dy, w).
+struct GemmConvBackwardInput(ConvGeom);
+
+/// Gradient w.r.t. the weight: arguments (x, dy).
+struct GemmConvBackwardWeight(ConvGeom);
+
+impl CustomOp2 for GemmConv {
+    fn name(&self) -> &'static str {
+        "dfd-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let x = f32_data(s1, l1, g.x_len(), "input")?;
+        let w = f32_data(s2, l2, g.w_len(), "weight")?;
+        let mut y = vec![0.0f32; g.y_len()];
+        kernels::forward(g, x, w, &mut y);
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
+    }
+
+    /// Computes only the gradients candle's graph can use: none for an argument that is neither
+    /// a variable nor the result of a tracked op.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dx = match x.track_op() {
+            true => Some(dy.apply_op2_no_bwd(w, &GemmConvBackwardInput(self.0))?),
+            false => None,
+        };
+        let dw = match w.track_op() {
+            true => Some(x.apply_op2_no_bwd(&dy, &GemmConvBackwardWeight(self.0))?),
+            false => None,
+        };
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp2 for GemmConvBackwardInput {
+    fn name(&self) -> &'static str {
+        "dfd-conv2d-backward-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let dy = f32_data(s1, l1, g.y_len(), "output gradient")?;
+        let w = f32_data(s2, l2, g.w_len(), "weight")?;
+        let mut dx = vec![0.0f32; g.x_len()];
+        kernels::backward_input(g, dy, w, &mut dx);
+        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))))
+    }
+}
+
+impl CustomOp2 for GemmConvBackwardWeight {
+    fn name(&self) -> &'static str {
+        "dfd-conv2d-backward-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let x = f32_data(s1, l1, g.x_len(), "input")?;
+        let dy = f32_data(s2, l2, g.y_len(), "output gradient")?;
+        let mut dw = vec![0.0f32; g.w_len()];
+        kernels::backward_weight(g, x, dy, &mut dw);
+        Ok((
+            CpuStorage::F32(dw),
+            Shape::from((g.cout, g.cin_g(), g.kh, g.kw)),
+        ))
+    }
+}

@@ -1,0 +1,227 @@
+//! `dfd_ops::conv2d` against candle's own `conv2d`: forward values and, through candle's
+//! autograd, the gradients of `loss = sum(y * r)` w.r.t. input and weight, for every dispatch path
+//! and under 1, 2 and 3 rayon threads (which select different work splits).
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+
+/// Deterministic values in [-1, 1) (xorshift), so failures reproduce.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn tensor(dims: &[usize], seed: u64) -> Result<Tensor> {
+    Tensor::from_vec(values(dims.iter().product(), seed), dims, &Device::Cpu)
+}
+
+fn max_abs(t: &Tensor) -> Result<f32> {
+    t.abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()
+}
+
+/// Asserts `max|got − want| <= 1e-4 · max(1, max|want|)`.
+fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<()> {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let diff = max_abs(&(got - want)?)?;
+    let scale = max_abs(want)?.max(1.0);
+    assert!(
+        diff <= 1e-4 * scale,
+        "{what}: max|diff| {diff:e} vs magnitude {scale}"
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+}
+
+impl Case {
+    fn x_dims(&self) -> [usize; 4] {
+        [self.n, self.cin, self.h, self.w]
+    }
+
+    fn w_dims(&self) -> [usize; 4] {
+        [self.cout, self.cin / self.groups, self.k, self.k]
+    }
+}
+
+/// Checks `y`, `dx` and `dw` of `dfd_ops::conv2d(x(base), w)` against candle, where `x` is derived
+/// from the variable `base` by `view` (identity, or a non-contiguous view).
+fn check_with_view(
+    c: Case,
+    base: &Var,
+    view: impl Fn(&Tensor) -> Result<Tensor>,
+    fast: bool,
+) -> Result<()> {
+    let w = Var::from_tensor(&(tensor(&c.w_dims(), 2)? * 0.3)?)?;
+    let x = view(base.as_tensor())?;
+    assert_eq!(x.dims(), c.x_dims(), "{c:?}: view");
+    assert_eq!(
+        dfd_ops::has_fast_kernel(&x, &w, c.stride, c.pad, c.groups),
+        fast,
+        "{c:?}: dispatch"
+    );
+
+    let want = x.conv2d(&w, c.pad, c.stride, 1, c.groups)?;
+    let r = tensor(want.dims(), 3)?;
+    let want_grads = (&want * &r)?.sum_all()?.backward()?;
+    for threads in 1..=3 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        let (got, grads) = pool.install(|| -> Result<_> {
+            let got = dfd_ops::conv2d(&x, &w, c.stride, c.pad, c.groups)?;
+            let grads = (&got * &r)?.sum_all()?.backward()?;
+            Ok((got, grads))
+        })?;
+        let label = |what: &str| format!("{c:?} threads {threads}: {what}");
+        assert_close(&label("y"), &got, &want)?;
+        let pick =
+            |g: &candle_core::backprop::GradStore, t: &Tensor| g.get(t).cloned().expect("gradient");
+        assert_close(&label("dx"), &pick(&grads, base), &pick(&want_grads, base))?;
+        assert_close(&label("dw"), &pick(&grads, &w), &pick(&want_grads, &w))?;
+    }
+    Ok(())
+}
+
+fn check(c: Case) -> Result<()> {
+    let base = Var::from_tensor(&tensor(&c.x_dims(), 1)?)?;
+    check_with_view(c, &base, |t| Ok(t.clone()), true)
+}
+
+const fn case(
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    groups: usize,
+) -> Case {
+    Case {
+        n,
+        cin,
+        cout,
+        h,
+        w,
+        k,
+        stride,
+        pad: k / 2,
+        groups,
+    }
+}
+
+#[test]
+fn grouped_3x3_stride_1() -> Result<()> {
+    check(case(3, 64, 64, 9, 9, 3, 1, 32))?; // several images per block
+    check(case(2, 64, 64, 17, 15, 3, 1, 32)) // one image per block, GEMM writes the output directly
+}
+
+#[test]
+fn grouped_3x3_stride_2() -> Result<()> {
+    check(case(3, 64, 64, 14, 14, 3, 2, 32))?;
+    check(case(3, 64, 64, 9, 7, 3, 2, 32))
+}
+
+#[test]
+fn groups_of_a_quarter_of_the_channels() -> Result<()> {
+    check(case(3, 32, 16, 7, 7, 3, 1, 8))?;
+    check(case(3, 32, 48, 9, 9, 3, 2, 8))
+}
+
+#[test]
+fn dense_3x3() -> Result<()> {
+    check(case(3, 8, 12, 7, 7, 3, 1, 1))?;
+    check(case(3, 8, 12, 9, 9, 3, 2, 1))?;
+    check(case(1, 8, 12, 17, 16, 3, 1, 1)) // one block: sequential, multi-threaded GEMMs
+}
+
+#[test]
+fn dense_3x3_without_padding() -> Result<()> {
+    check(Case {
+        pad: 0,
+        ..case(3, 8, 12, 9, 9, 3, 1, 1)
+    })
+}
+
+#[test]
+fn pointwise_stride_1() -> Result<()> {
+    check(case(3, 24, 40, 14, 14, 1, 1, 1))?;
+    check(case(3, 24, 40, 7, 7, 1, 1, 1))?;
+    check(case(2, 24, 40, 17, 17, 1, 1, 1)) // views straight into the input and output
+}
+
+#[test]
+fn pointwise_stride_2() -> Result<()> {
+    check(case(3, 24, 40, 14, 14, 1, 2, 1))?;
+    check(case(3, 24, 40, 9, 9, 1, 2, 1))
+}
+
+#[test]
+fn non_contiguous_input() -> Result<()> {
+    // x = base transposed in H and W: a strided view.
+    let c = case(3, 64, 64, 9, 7, 3, 1, 32);
+    let base = Var::from_tensor(&tensor(&[3, 64, 7, 9], 1)?)?;
+    check_with_view(c, &base, |t| t.transpose(2, 3), true)?;
+    // x = a channel slice of a wider tensor.
+    let c = case(3, 24, 40, 9, 9, 1, 2, 1);
+    let base = Var::from_tensor(&tensor(&[3, 30, 9, 9], 1)?)?;
+    check_with_view(c, &base, |t| t.narrow(1, 3, 24), true)
+}
+
+#[test]
+fn other_kernels_fall_back_to_candle() -> Result<()> {
+    let base = Var::from_tensor(&tensor(&[2, 3, 17, 17], 1)?)?;
+    check_with_view(
+        Case {
+            pad: 3,
+            ..case(2, 3, 8, 17, 17, 7, 2, 1)
+        },
+        &base,
+        |t| Ok(t.clone()),
+        false,
+    )
+}
+
+#[test]
+fn other_dtypes_fall_back_to_candle() -> Result<()> {
+    let x = tensor(&[2, 8, 7, 7], 1)?.to_dtype(DType::F64)?;
+    let w = tensor(&[8, 2, 3, 3], 2)?.to_dtype(DType::F64)?;
+    assert!(!dfd_ops::has_fast_kernel(&x, &w, 1, 1, 4));
+    let got = dfd_ops::conv2d(&x, &w, 1, 1, 4)?;
+    assert_close("f64 y", &got, &x.conv2d(&w, 1, 1, 1, 4)?)
+}
+
+#[test]
+fn frozen_input_gets_no_gradient_but_weight_does() -> Result<()> {
+    let x = tensor(&[3, 24, 7, 7], 1)?;
+    let w = Var::from_tensor(&tensor(&[40, 24, 1, 1], 2)?)?;
+    let r = tensor(&[3, 40, 7, 7], 3)?;
+    let grads = (dfd_ops::conv2d(&x, &w, 1, 0, 1)? * &r)?
+        .sum_all()?
+        .backward()?;
+    let want = (x.conv2d(&w, 0, 1, 1, 1)? * &r)?.sum_all()?.backward()?;
+    assert!(grads.get(&x).is_none());
+    assert_close("dw", grads.get(&w).expect("dw"), want.get(&w).expect("dw"))
+}
