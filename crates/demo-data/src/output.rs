@@ -1,0 +1,111 @@
+//! The output directory: atomic file writes, the `demo-data.json` record of a finished set, and
+//! the ownership rules that keep a rerun from mixing sets or touching files it did not write.
+//!
+//! Rules: a directory whose `real/` and `fake/` hold no files, or that carries
+//! `demo-data.json` or the in-progress marker, belongs to the generator; anything else with
+//! files there is refused. In an owned directory, generated-looking files that the new plan does
+//! not contain (a set with other parameters) and stale `*.tmp` files are removed; any other
+//! file is refused.
+
+use crate::plan::{is_generated_name, ImageSpec};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Name of the record written last when a set is complete.
+pub const RECORD: &str = "demo-data.json";
+/// Marker present while a set is being written.
+const IN_PROGRESS: &str = ".demo-data.in-progress";
+/// The class folders.
+const FOLDERS: [&str; 2] = ["real", "fake"];
+
+/// Writes `bytes` to `path` atomically: a sibling `*.tmp` file, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let mut file = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Whether `dir` already holds the complete set `plan` described by `record`: the record
+/// matches byte for byte and every planned file exists.
+pub fn is_complete(dir: &Path, record: &str, plan: &[ImageSpec]) -> Result<bool> {
+    let path = dir.join(RECORD);
+    match fs::read_to_string(&path) {
+        Ok(found) if found == record => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    Ok(plan
+        .iter()
+        .all(|spec| dir.join(spec.folder).join(&spec.file_name).is_file()))
+}
+
+/// Makes `dir` ready to receive `plan`: checks ownership, marks the set in progress, removes
+/// the old record and every stale file (see the module rules).
+pub fn prepare(dir: &Path, plan: &[ImageSpec]) -> Result<()> {
+    let planned: BTreeSet<(&str, &str)> = plan
+        .iter()
+        .map(|s| (s.folder, s.file_name.as_str()))
+        .collect();
+    let owned = dir.join(RECORD).exists() || dir.join(IN_PROGRESS).exists();
+    let mut stale = Vec::new();
+    for folder in FOLDERS {
+        let sub = dir.join(folder);
+        fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+        for entry in fs::read_dir(&sub).with_context(|| format!("listing {}", sub.display()))? {
+            let entry = entry.with_context(|| format!("listing {}", sub.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.strip_suffix(".tmp").unwrap_or(&name);
+            if !owned {
+                bail!(
+                    "refusing to write into {}: {} holds {name}, which dfd-demo-data did not write \
+                     (no {RECORD}); choose an empty or new --out",
+                    dir.display(),
+                    sub.display()
+                );
+            }
+            if !is_generated_name(ours) {
+                bail!("{} holds {name}, which is not part of a demo set; remove it or choose another --out", sub.display());
+            }
+            if name.ends_with(".tmp") || !planned.contains(&(folder, ours)) {
+                stale.push(entry.path());
+            }
+        }
+    }
+    write_atomic(
+        &dir.join(IN_PROGRESS),
+        b"dfd-demo-data is writing this set\n",
+    )?;
+    remove_if_present(&dir.join(RECORD))?;
+    stale.iter().try_for_each(|path| remove_if_present(path))
+}
+
+/// Records the finished set: writes `record` to `demo-data.json` (atomically) and drops the
+/// in-progress marker.
+pub fn finish(dir: &Path, record: &str) -> Result<()> {
+    write_atomic(&dir.join(RECORD), record.as_bytes())?;
+    remove_if_present(&dir.join(IN_PROGRESS))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
