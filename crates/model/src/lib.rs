@@ -1,1 +1,26 @@
-//! dfd-model
+//! dfd-model: torchvision's ResNet/ResNeXt family in candle, the trainable heads, and weight
+//! loading (Hugging Face hub, local safetensors, or seeded random weights).
+//!
+//! Knows nothing of the on-disk layout. Every convolution goes through [`dfd_ops::conv2d`].
+//! Parameter names are exactly torchvision's state_dict names, so torchvision/timm checkpoints
+//! load unchanged (`num_batches_tracked` is ignored).
+
+mod arch;
+mod backbone;
+mod blocks;
+mod device;
+mod head;
+mod norm;
+mod random;
+mod weights;
+
+pub use arch::{Arch, Cut};
+pub use backbone::Backbone;
+pub use blocks::{global_avg_pool, Network, Stage};
+pub use candle_core::{DType, Device, Tensor};
+pub use device::{imagenet_normalize, parse_device, parse_dtype, IMAGENET_MEAN, IMAGENET_STD};
+pub use head::{dropout, init_layer4_from, Head, HeadSpec, NUM_OUTPUTS};
+pub use norm::{BatchNorm, BnMode, BN_EPS, BN_MOMENTUM};
+pub use weights::{
+    resolve_weights, ResolvedWeights, WeightsSource, DEFAULT_HUB_FILE, DEFAULT_WEIGHTS,
+};

@@ -1,0 +1,270 @@
+//! The building blocks of torchvision's ResNet/ResNeXt, written once and parametrised by
+//! [`BnMode`]: plain frozen tensors for inference, `VarMap` variables for fine-tuning.
+//!
+//! Every convolution goes through [`dfd_ops::conv2d`]. Parameter names are torchvision's.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use crate::arch::{Arch, Cut, EXPANSION, STAGE_PLANES, STAGE_STRIDES, STEM_CHANNELS};
+use crate::norm::{BatchNorm, BnMode};
+
+/// A bias-free `nn.Conv2d` with "same"-style padding `k / 2` (7→3, 3→1, 1→0).
+#[derive(Clone, Debug)]
+pub struct Conv {
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+}
+
+impl Conv {
+    /// Reads `<prefix>.weight` of shape `c_out × c_in/groups × k × k`. A fresh variable is
+    /// initialised like torchvision's ResNet (Kaiming normal, fan_out, ReLU gain).
+    pub fn new(
+        vb: &VarBuilder,
+        (c_in, c_out): (usize, usize),
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        let stdev = (2.0 / (c_out * kernel * kernel) as f64).sqrt();
+        let weight = vb.get_with_hints(
+            (c_out, c_in / groups, kernel, kernel),
+            "weight",
+            Init::Randn { mean: 0.0, stdev },
+        )?;
+        Ok(Self {
+            weight,
+            stride,
+            padding: kernel / 2,
+            groups,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        dfd_ops::conv2d(x, &self.weight, self.stride, self.padding, self.groups)
+    }
+}
+
+/// Conv followed by BatchNorm, the unit torchvision repeats (`convK`/`bnK`, `downsample.0`/`.1`).
+#[derive(Clone, Debug)]
+pub struct ConvBn {
+    conv: Conv,
+    bn: BatchNorm,
+}
+
+impl ConvBn {
+    /// `conv` and `bn` are the two builder prefixes (e.g. `conv1`/`bn1` or `downsample.0`/`downsample.1`).
+    pub fn new(
+        (conv_vb, bn_vb): (VarBuilder, VarBuilder),
+        channels: (usize, usize),
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        mode: BnMode,
+    ) -> Result<Self> {
+        let conv = Conv::new(&conv_vb, channels, kernel, stride, groups)?;
+        let bn = BatchNorm::new(&bn_vb, channels.1, mode)?;
+        Ok(Self { conv, bn })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        let mut params = vec![self.conv.weight.clone()];
+        params.extend(self.bn.parameters());
+        params
+    }
+}
+
+/// torchvision's `Bottleneck` (ResNet v1.5: the stride sits on the grouped 3×3 conv).
+#[derive(Clone, Debug)]
+pub struct Bottleneck {
+    reduce: ConvBn,
+    grouped: ConvBn,
+    expand: ConvBn,
+    downsample: Option<ConvBn>,
+}
+
+impl Bottleneck {
+    fn new(
+        vb: &VarBuilder,
+        c_in: usize,
+        width: usize,
+        c_out: usize,
+        stride: usize,
+        groups: usize,
+        mode: BnMode,
+    ) -> Result<Self> {
+        let pair = |conv: &str, bn: &str| (vb.pp(conv), vb.pp(bn));
+        let reduce = ConvBn::new(pair("conv1", "bn1"), (c_in, width), 1, 1, 1, mode)?;
+        let grouped = ConvBn::new(
+            pair("conv2", "bn2"),
+            (width, width),
+            3,
+            stride,
+            groups,
+            mode,
+        )?;
+        let expand = ConvBn::new(pair("conv3", "bn3"), (width, c_out), 1, 1, 1, mode)?;
+        let downsample = if stride != 1 || c_in != c_out {
+            let pair = pair("downsample.0", "downsample.1");
+            Some(ConvBn::new(pair, (c_in, c_out), 1, stride, 1, mode)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            reduce,
+            grouped,
+            expand,
+            downsample,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.reduce.forward_t(x, train)?.relu()?;
+        let y = self.grouped.forward_t(&y, train)?.relu()?;
+        let y = self.expand.forward_t(&y, train)?;
+        let identity = match &self.downsample {
+            Some(downsample) => downsample.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        (y + identity)?.relu()
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        let units = [&self.reduce, &self.grouped, &self.expand]
+            .into_iter()
+            .chain(&self.downsample);
+        units.flat_map(ConvBn::parameters).collect()
+    }
+}
+
+/// One of `layer1` … `layer4`: a sequence of bottlenecks, the first one changing resolution/width.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    blocks: Vec<Bottleneck>,
+}
+
+impl Stage {
+    /// Builds stage `index` (0-based) of `arch` from `vb`, which must already carry the
+    /// `layer{index+1}` prefix.
+    pub fn new(vb: &VarBuilder, arch: &Arch, index: usize, mode: BnMode) -> Result<Self> {
+        let c_in = if index == 0 {
+            STEM_CHANNELS
+        } else {
+            STAGE_PLANES[index - 1] * EXPANSION
+        };
+        let c_out = STAGE_PLANES[index] * EXPANSION;
+        let width = arch.bottleneck_width(index);
+        let blocks = (0..arch.blocks[index])
+            .map(|b| {
+                let (c_in, stride) = if b == 0 {
+                    (c_in, STAGE_STRIDES[index])
+                } else {
+                    (c_out, 1)
+                };
+                Bottleneck::new(&vb.pp(b), c_in, width, c_out, stride, arch.groups, mode)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { blocks })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.blocks
+            .iter()
+            .try_fold(x.clone(), |x, block| block.forward_t(&x, train))
+    }
+
+    /// Trainable tensors in torchvision's state_dict order (conv weights, BN weight/bias).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.blocks
+            .iter()
+            .flat_map(Bottleneck::parameters)
+            .collect()
+    }
+}
+
+/// `nn.Linear(c_in, c_out)` read from `vb`; a fresh variable gets PyTorch's default init
+/// (weight and bias uniform in ±1/sqrt(c_in)).
+pub fn linear(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Linear> {
+    let bound = 1.0 / (c_in as f64).sqrt();
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let weight = vb.get_with_hints((c_out, c_in), "weight", init)?;
+    let bias = vb.get_with_hints(c_out, "bias", init)?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+/// Global average pooling over H and W, flattened to N×C.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean((2, 3))
+}
+
+/// The whole torchvision network: stem, four stages, `fc`.
+#[derive(Clone, Debug)]
+pub struct Network {
+    stem: ConvBn,
+    stages: Vec<Stage>,
+    fc: Linear,
+}
+
+impl Network {
+    /// Reads every parameter in torchvision's state_dict order, so a checking backend reports
+    /// the first missing or mismatching key.
+    pub fn new(vb: &VarBuilder, arch: &Arch, mode: BnMode) -> Result<Self> {
+        let stem = ConvBn::new(
+            (vb.pp("conv1"), vb.pp("bn1")),
+            (3, STEM_CHANNELS),
+            7,
+            2,
+            1,
+            mode,
+        )?;
+        let stages = (0..4)
+            .map(|i| Stage::new(&vb.pp(format!("layer{}", i + 1)), arch, i, mode))
+            .collect::<Result<_>>()?;
+        let fc = linear(&vb.pp("fc"), arch.channels(Cut::Pooled), arch.num_classes)?;
+        Ok(Self { stem, stages, fc })
+    }
+
+    /// Runs the steps strictly after `after` (`None` = from the normalised image) up to and
+    /// including `to`. BatchNorm runs in train mode only when `train`.
+    pub fn forward_range(
+        &self,
+        x: &Tensor,
+        after: Option<Cut>,
+        to: Cut,
+        train: bool,
+    ) -> Result<Tensor> {
+        let mut steps = Cut::ALL
+            .into_iter()
+            .filter(|&cut| Some(cut) > after && cut <= to);
+        steps.try_fold(x.clone(), |x, cut| self.step(&x, cut, train))
+    }
+
+    /// The computation that turns the activation before `cut` into the one at `cut`.
+    fn step(&self, x: &Tensor, cut: Cut, train: bool) -> Result<Tensor> {
+        match cut {
+            Cut::Stem => {
+                let y = self.stem.forward_t(x, train)?.relu()?;
+                // Max-pool 3×3/2 with padding 1: zero padding is exact because y ≥ 0 after ReLU
+                // and every window holds at least one real value.
+                y.pad_with_zeros(2, 1, 1)?
+                    .pad_with_zeros(3, 1, 1)?
+                    .max_pool2d_with_stride(3, 2)
+            }
+            Cut::Pooled => global_avg_pool(x),
+            Cut::Logits => self.fc.forward(x),
+            layer => {
+                let index = layer.stage_index().expect("every other cut is a stage");
+                self.stages[index].forward_t(x, train)
+            }
+        }
+    }
+}

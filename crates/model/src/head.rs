@@ -1,0 +1,265 @@
+//! Trainable heads over cached features, and the layer4 fine-tuning block.
+
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{Arch, Cut};
+use crate::blocks::{global_avg_pool, linear, Stage};
+use crate::norm::{BnMode, BN_MOMENTUM};
+use crate::weights::ResolvedWeights;
+
+/// Number of outputs of every head: logits for real (0) and fake (1).
+pub const NUM_OUTPUTS: usize = 2;
+/// Prefix of the Linear layers of `Mlp` and `Linear` heads.
+const CLASSIFIER: &str = "classifier";
+
+/// What a head is; serialised (externally tagged, snake_case) as `head.json` next to checkpoints.
+///
+/// Variable names: `Mlp`/`Linear` name their Linear layers by their index in the equivalent
+/// PyTorch `nn.Sequential(Flatten, Dropout, Linear, ReLU, Dropout, Linear, …)`, under
+/// `classifier.` (`classifier.2`, `classifier.5`, …); `FinetuneLayer4` uses torchvision's
+/// `layer4.*` (including BN running statistics) and `fc`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadSpec {
+    /// Flatten, Dropout, Linear, ReLU, Dropout, Linear, ReLU, …, Dropout, Linear(→2).
+    Mlp {
+        input: usize,
+        hidden: Vec<usize>,
+        dropout: f32,
+    },
+    /// Flatten, Dropout, Linear(input→2).
+    Linear { input: usize, dropout: f32 },
+    /// layer4 (BN in train mode when training) + avgpool + Flatten + Dropout + Linear(2048→2),
+    /// over layer3 maps.
+    FinetuneLayer4 { arch: Arch, dropout: f32 },
+}
+
+impl HeadSpec {
+    fn dropout(&self) -> f32 {
+        match self {
+            Self::Mlp { dropout, .. }
+            | Self::Linear { dropout, .. }
+            | Self::FinetuneLayer4 { dropout, .. } => *dropout,
+        }
+    }
+}
+
+enum Body {
+    /// Linear layers with ReLU between them; dropout before each.
+    Classifier(Vec<Linear>),
+    FinetuneLayer4 {
+        layer4: Stage,
+        fc: Linear,
+    },
+}
+
+/// A trainable head whose parameters live in a `VarMap`.
+pub struct Head {
+    spec: HeadSpec,
+    body: Body,
+    vars: Vec<Var>,
+}
+
+impl Head {
+    /// Builds the head in `vb`, which must be backed by a `VarMap`. Fresh variables get
+    /// PyTorch-like initial values from candle's unseeded RNG; use [`Head::new_seeded`] for
+    /// reproducible training. For `FinetuneLayer4`, call [`init_layer4_from`] afterwards to copy
+    /// the pretrained (or `random:<seed>`) layer4 weights and running statistics.
+    pub fn new(spec: &HeadSpec, vb: VarBuilder) -> candle_core::Result<Self> {
+        let body = match spec {
+            HeadSpec::Mlp { input, hidden, .. } => classifier(&vb, *input, hidden)?,
+            HeadSpec::Linear { input, .. } => classifier(&vb, *input, &[])?,
+            HeadSpec::FinetuneLayer4 { arch, .. } => {
+                let mode = BnMode::Trainable {
+                    momentum: BN_MOMENTUM,
+                };
+                let layer4 = Stage::new(&vb.pp("layer4"), arch, 3, mode)?;
+                let fc = linear(&vb.pp("fc"), arch.channels(Cut::Pooled), NUM_OUTPUTS)?;
+                Body::FinetuneLayer4 { layer4, fc }
+            }
+        };
+        let params = match &body {
+            Body::Classifier(layers) => linear_params(layers),
+            Body::FinetuneLayer4 { layer4, fc } => {
+                let mut params = layer4.parameters();
+                params.extend(linear_params(std::slice::from_ref(fc)));
+                params
+            }
+        };
+        if params.iter().any(|p| !p.is_variable()) {
+            candle_core::bail!("Head::new needs a VarMap-backed VarBuilder")
+        }
+        let vars = params
+            .iter()
+            .map(Var::from_tensor)
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            spec: spec.clone(),
+            body,
+            vars,
+        })
+    }
+
+    /// Like [`Head::new`], then redraws every Linear layer (weight and bias uniform in
+    /// ±1/sqrt(fan_in), PyTorch's default) from a ChaCha8 stream seeded with `seed`, so the
+    /// initial head is a function of the seed. (layer4 of `FinetuneLayer4` is left for
+    /// [`init_layer4_from`].)
+    pub fn new_seeded(spec: &HeadSpec, vb: VarBuilder, seed: u64) -> candle_core::Result<Self> {
+        let head = Self::new(spec, vb)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let layers = match &head.body {
+            Body::Classifier(layers) => layers.as_slice(),
+            Body::FinetuneLayer4 { fc, .. } => std::slice::from_ref(fc),
+        };
+        for layer in layers {
+            let bound = 1.0 / (layer.weight().dim(1)? as f32).sqrt();
+            for tensor in linear_params(std::slice::from_ref(layer)) {
+                let values: Vec<f32> = (0..tensor.elem_count())
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect();
+                let values = Tensor::from_vec(values, tensor.shape(), tensor.device())?
+                    .to_dtype(tensor.dtype())?;
+                Var::from_tensor(&tensor)?.set(&values)?;
+            }
+        }
+        Ok(head)
+    }
+
+    pub fn spec(&self) -> &HeadSpec {
+        &self.spec
+    }
+
+    /// Logits N×2. Dropout (and BN train mode for `FinetuneLayer4`) only when `train`; dropout
+    /// masks come from the thread RNG, so use [`Head::forward_t_with`] for reproducible training.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.forward_t_with(x, train, &mut rand::rng())
+    }
+
+    /// Logits N×2, drawing dropout masks (on the CPU) from `rng`: reproducible for a seeded
+    /// RNG. In train mode `FinetuneLayer4` normalises with batch statistics and updates its
+    /// running statistics in place (momentum 0.1, unbiased variance), as PyTorch does.
+    pub fn forward_t_with(
+        &self,
+        x: &Tensor,
+        train: bool,
+        rng: &mut impl Rng,
+    ) -> candle_core::Result<Tensor> {
+        let p = if train { self.spec.dropout() } else { 0.0 };
+        match &self.body {
+            Body::Classifier(layers) => {
+                let mut x = x.flatten_from(1)?;
+                for (i, layer) in layers.iter().enumerate() {
+                    x = layer.forward(&dropout(&x, p, rng)?)?;
+                    if i + 1 < layers.len() {
+                        x = x.relu()?;
+                    }
+                }
+                Ok(x)
+            }
+            Body::FinetuneLayer4 { layer4, fc } => {
+                let pooled = global_avg_pool(&layer4.forward_t(x, train)?)?;
+                fc.forward(&dropout(&pooled, p, rng)?)
+            }
+        }
+    }
+
+    /// Variables the optimiser must update, in network order (excludes BN running statistics,
+    /// which live in the same VarMap under torchvision names and are updated by train-mode
+    /// forwards).
+    pub fn trainable_vars(&self) -> Vec<Var> {
+        self.vars.clone()
+    }
+
+    /// Rebuilds a trained head from a checkpoint written with `VarMap::save` (every name,
+    /// running statistics included), in f32 on `device`.
+    pub fn load(
+        spec: &HeadSpec,
+        weights: &Path,
+        device: &Device,
+    ) -> anyhow::Result<(Self, VarMap)> {
+        let mut varmap = VarMap::new();
+        let head = Self::new(spec, VarBuilder::from_varmap(&varmap, DType::F32, device))
+            .with_context(|| format!("building head {spec:?}"))?;
+        varmap
+            .load(weights)
+            .with_context(|| format!("loading head weights from {}", weights.display()))?;
+        Ok((head, varmap))
+    }
+}
+
+/// Copies layer4 weights and BN running statistics from `weights` (the pretrained file, or the
+/// same deterministic draw `Backbone::load` makes for `random:<seed>`) into every `layer4.*`
+/// variable of `varmap`, checking names and shapes.
+pub fn init_layer4_from(
+    varmap: &VarMap,
+    weights: &ResolvedWeights,
+    arch: &Arch,
+) -> anyhow::Result<()> {
+    let vars = varmap.data().lock().expect("VarMap lock poisoned");
+    let mut names: Vec<&String> = vars
+        .keys()
+        .filter(|name| name.starts_with("layer4."))
+        .collect();
+    names.sort();
+    let Some(first) = names.first() else {
+        anyhow::bail!("the VarMap holds no layer4 variables: build the FinetuneLayer4 head first");
+    };
+    let (dtype, device) = (vars[*first].dtype(), vars[*first].device().clone());
+    let source = weights.var_builder(arch, dtype, &device)?;
+    for name in names {
+        let var = &vars[name];
+        let value = source
+            .get(var.shape(), name)
+            .with_context(|| format!("reading `{name}` from weights {}", weights.source))?;
+        var.set(&value)
+            .with_context(|| format!("initialising `{name}`"))?;
+    }
+    Ok(())
+}
+
+/// Builds Linear layers `classifier.{2 + 3i}`: input → hidden… → NUM_OUTPUTS.
+fn classifier(vb: &VarBuilder, input: usize, hidden: &[usize]) -> candle_core::Result<Body> {
+    let widths: Vec<usize> = std::iter::once(input)
+        .chain(hidden.iter().copied())
+        .chain([NUM_OUTPUTS])
+        .collect();
+    let layers = widths
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| linear(&vb.pp(CLASSIFIER).pp(2 + 3 * i), w[0], w[1]))
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Body::Classifier(layers))
+}
+
+fn linear_params(layers: &[Linear]) -> Vec<Tensor> {
+    layers
+        .iter()
+        .flat_map(|l| std::iter::once(l.weight().clone()).chain(l.bias().cloned()))
+        .collect()
+}
+
+/// Inverted dropout with probability `p`: keeps each value with probability 1 − p and scales it
+/// by 1/(1 − p), like `nn.Dropout` in train mode; the mask is drawn on the CPU from `rng`.
+pub fn dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    if p >= 1.0 {
+        return x.zeros_like();
+    }
+    let scale = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.random::<f32>() < p { 0.0 } else { scale })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?
+        .to_device(x.device())?
+        .to_dtype(x.dtype())?;
+    x * mask
+}

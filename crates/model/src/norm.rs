@@ -1,0 +1,150 @@
+//! BatchNorm2d with PyTorch semantics, in two storage modes sharing one implementation.
+
+use candle_core::{DType, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+/// PyTorch's default `eps` for `nn.BatchNorm2d`.
+pub const BN_EPS: f64 = 1e-5;
+/// PyTorch's default `momentum` for `nn.BatchNorm2d`.
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// How the parameters of a network are held.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BnMode {
+    /// Plain tensors, BatchNorm always in eval mode, its statistics folded into a per-channel
+    /// scale and shift at build time. Nothing records a graph unless the input is a `Var`.
+    Frozen,
+    /// Variables from a `VarMap`-backed `VarBuilder`: `weight`/`bias` are trainable, and
+    /// `running_mean`/`running_var` are variables updated in place by train-mode forwards with
+    /// the given momentum (`BN_MOMENTUM` for PyTorch semantics).
+    Trainable { momentum: f64 },
+}
+
+/// `nn.BatchNorm2d(c)` over NCHW tensors, parameters named `weight`, `bias`, `running_mean`,
+/// `running_var` under the builder's prefix (torchvision names; `num_batches_tracked` unused).
+#[derive(Clone, Debug)]
+pub enum BatchNorm {
+    Frozen {
+        scale: Tensor,
+        shift: Tensor,
+    },
+    Trainable {
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: Var,
+        running_var: Var,
+        momentum: f64,
+    },
+}
+
+impl BatchNorm {
+    /// Reads (or, for a `VarMap`, creates with PyTorch's initial values) the four tensors.
+    pub fn new(vb: &VarBuilder, channels: usize, mode: BnMode) -> Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+        let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+        let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+        match mode {
+            BnMode::Frozen => {
+                let (scale, shift) = fold(&weight, &bias, &running_mean, &running_var)?;
+                Ok(Self::Frozen { scale, shift })
+            }
+            BnMode::Trainable { momentum } => {
+                if !running_mean.is_variable() || !running_var.is_variable() {
+                    candle_core::bail!(
+                        "trainable BatchNorm `{}` needs a VarMap-backed VarBuilder",
+                        vb.prefix()
+                    )
+                }
+                Ok(Self::Trainable {
+                    weight,
+                    bias,
+                    running_mean: Var::from_tensor(&running_mean)?,
+                    running_var: Var::from_tensor(&running_var)?,
+                    momentum,
+                })
+            }
+        }
+    }
+
+    /// Eval mode normalises with the running statistics; train mode (only for `Trainable`)
+    /// normalises with the batch statistics (biased variance) and updates the running statistics
+    /// in place: `r ← (1 − momentum)·r + momentum·s`, with the unbiased variance for `running_var`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::Frozen { scale, shift } => x.broadcast_mul(scale)?.broadcast_add(shift),
+            Self::Trainable {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                momentum,
+            } if train => {
+                let count = x.elem_count() / x.dim(1)?;
+                if count < 2 {
+                    candle_core::bail!(
+                        "train-mode BatchNorm needs more than one value per channel, got {:?}",
+                        x.shape()
+                    )
+                }
+                let mean = (x.sum_keepdim((0, 2, 3))? / count as f64)?;
+                let centred = x.broadcast_sub(&mean)?;
+                let var = (centred.sqr()?.sum_keepdim((0, 2, 3))? / count as f64)?;
+                let normed = centred.broadcast_div(&(var.clone() + BN_EPS)?.sqrt()?)?;
+                let y = normed
+                    .broadcast_mul(&per_channel(weight)?)?
+                    .broadcast_add(&per_channel(bias)?)?;
+                let unbiased = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?;
+                update_running(running_mean, &mean.detach().flatten_all()?, *momentum)?;
+                update_running(running_var, &unbiased, *momentum)?;
+                Ok(y)
+            }
+            Self::Trainable {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                ..
+            } => {
+                let (scale, shift) = fold(
+                    weight,
+                    bias,
+                    &running_mean.as_detached_tensor(),
+                    &running_var.as_detached_tensor(),
+                )?;
+                x.broadcast_mul(&scale)?.broadcast_add(&shift)
+            }
+        }
+    }
+
+    /// Trainable parameters (`weight`, `bias`); none for `Frozen`.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        match self {
+            Self::Frozen { .. } => Vec::new(),
+            Self::Trainable { weight, bias, .. } => vec![weight.clone(), bias.clone()],
+        }
+    }
+}
+
+/// Eval-mode BatchNorm as `x·scale + shift` (shapes 1×C×1×1): `scale = w / sqrt(var + eps)`,
+/// `shift = b − mean·scale`, computed in f32 and returned in the dtype of `weight`.
+fn fold(weight: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor) -> Result<(Tensor, Tensor)> {
+    let dtype = weight.dtype();
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+    let scale = f32(weight)?.broadcast_div(&(f32(var)? + BN_EPS)?.sqrt()?)?;
+    let shift = (f32(bias)? - f32(mean)?.broadcast_mul(&scale)?)?;
+    Ok((
+        per_channel(&scale.to_dtype(dtype)?)?,
+        per_channel(&shift.to_dtype(dtype)?)?,
+    ))
+}
+
+/// Reshapes a length-C vector to 1×C×1×1 for broadcasting over NCHW.
+fn per_channel(t: &Tensor) -> Result<Tensor> {
+    t.reshape((1, (), 1, 1))
+}
+
+fn update_running(running: &Var, batch: &Tensor, momentum: f64) -> Result<()> {
+    let updated = ((running.as_detached_tensor() * (1.0 - momentum))? + (batch * momentum)?)?;
+    running.set(&updated.to_dtype(running.dtype())?)
+}

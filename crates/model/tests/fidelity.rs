@@ -1,0 +1,125 @@
+//! Fidelity against PyTorch/torchvision (fixtures from scripts/make_reference.py): names, every
+//! cut at 128 and 224 px in eval mode, and one train-mode step of the fine-tune block.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use common::{
+    det_param, deterministic_network, deterministic_weights_file, fill_deterministic, varmap_names,
+    Reference,
+};
+use dfd_model::{
+    imagenet_normalize, resolve_weights, Backbone, Cut, Head, HeadSpec, WeightsSource,
+};
+
+#[test]
+fn parameter_names_and_shapes_are_torchvision_state_dict() {
+    let reference = Reference::load();
+    let arch = reference.arch();
+    assert_eq!(
+        varmap_names(&deterministic_network(&arch)),
+        reference.names("state_dict")
+    );
+
+    let varmap = VarMap::new();
+    let spec = HeadSpec::FinetuneLayer4 { arch, dropout: 0.5 };
+    Head::new(
+        &spec,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    assert_eq!(
+        varmap_names(&varmap),
+        reference.names("finetune_state_dict")
+    );
+}
+
+fn eval_matches_pytorch(size: usize) {
+    let reference = Reference::load();
+    let arch = reference.arch();
+    let dir = tempfile::tempdir().unwrap();
+    let path = deterministic_weights_file(&arch, dir.path());
+    let weights = resolve_weights(&WeightsSource::File(path)).unwrap();
+    let backbone = Backbone::load(&arch, &weights, &Device::Cpu, DType::F32).unwrap();
+
+    let images = reference.tensor(&format!("s{size}.images"));
+    let input = imagenet_normalize(images, DType::F32).unwrap();
+    reference.check(&format!("s{size}.input"), &input);
+
+    // Walk the cuts one step at a time with forward_between, checking each against PyTorch.
+    let mut x = backbone.forward_to(&input, Cut::Stem).unwrap();
+    reference.check(&format!("s{size}.stem"), &x);
+    for pair in Cut::ALL.windows(2) {
+        x = backbone.forward_between(&x, pair[0], pair[1]).unwrap();
+        reference.check(&format!("s{size}.{}", pair[1]), &x);
+    }
+    assert_eq!(x.dims(), [images.dim(0).unwrap(), arch.num_classes]);
+}
+
+#[test]
+fn eval_matches_pytorch_at_every_cut_128px() {
+    eval_matches_pytorch(128);
+}
+
+#[test]
+fn eval_matches_pytorch_at_every_cut_224px() {
+    eval_matches_pytorch(224);
+}
+
+#[test]
+fn train_step_of_finetune_block_matches_pytorch() {
+    let reference = Reference::load();
+    let arch = reference.arch();
+    let meta = &reference.meta["train"];
+    let (batch, side) = (
+        meta["batch"].as_u64().unwrap() as usize,
+        meta["side"].as_u64().unwrap() as usize,
+    );
+    let labels: Vec<u32> = serde_json::from_value(meta["labels"].clone()).unwrap();
+
+    let varmap = VarMap::new();
+    let spec = HeadSpec::FinetuneLayer4 { arch, dropout: 0.0 };
+    let head = Head::new(
+        &spec,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    fill_deterministic(&varmap);
+
+    let x = det_param("input.layer3", &[batch, 1024, side, side]);
+    let logits = head.forward_t(&x, true).unwrap();
+    reference.check("train.logits", &logits);
+    let labels = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+    reference.check("train.loss", &loss.reshape(1).unwrap());
+    let grads = loss.backward().unwrap();
+
+    let trainable = head.trainable_vars();
+    let vars = varmap.data().lock().unwrap();
+    let mut checked = 0;
+    for (name, var) in vars.iter() {
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            reference.check(&format!("train.buffer.{name}"), var.as_tensor());
+            assert!(
+                !trainable
+                    .iter()
+                    .any(|t| t.as_tensor().id() == var.as_tensor().id()),
+                "{name} is trainable"
+            );
+        } else {
+            let grad = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            reference.check(&format!("train.grad.{name}"), grad);
+            assert!(
+                trainable
+                    .iter()
+                    .any(|t| t.as_tensor().id() == var.as_tensor().id()),
+                "{name} not trainable"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, trainable.len());
+}

@@ -1,0 +1,289 @@
+//! Heads: spec serialisation, names, seeded dropout, checkpoints, layer4 initialisation, and the
+//! backbone pieces heads and Grad-CAM rely on.
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use dfd_model::{
+    init_layer4_from, resolve_weights, Arch, Backbone, Cut, Head, HeadSpec, WeightsSource,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn small_arch() -> Arch {
+    Arch {
+        blocks: [1, 1, 1, 1],
+        groups: 8,
+        width_per_group: 4,
+        num_classes: 5,
+    }
+}
+
+fn new_head(spec: &HeadSpec, seed: u64) -> (Head, VarMap) {
+    let varmap = VarMap::new();
+    let head = Head::new_seeded(
+        spec,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        seed,
+    )
+    .unwrap();
+    (head, varmap)
+}
+
+fn ramp(shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|i| ((i * 7919) % 997) as f32 / 997.0).collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
+fn random_backbone(arch: &Arch, seed: u64) -> Backbone {
+    let weights = resolve_weights(&WeightsSource::Random { seed }).unwrap();
+    Backbone::load(arch, &weights, &Device::Cpu, DType::F32).unwrap()
+}
+
+#[test]
+fn head_spec_json_is_externally_tagged_snake_case() {
+    let spec = HeadSpec::Mlp {
+        input: 2048,
+        hidden: vec![1024, 512],
+        dropout: 0.5,
+    };
+    let json = serde_json::to_value(&spec).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"mlp": {"input": 2048, "hidden": [1024, 512], "dropout": 0.5}})
+    );
+    let ft = HeadSpec::FinetuneLayer4 {
+        arch: Arch::resnext50_32x4d(),
+        dropout: 0.5,
+    };
+    let json = serde_json::to_string(&ft).unwrap();
+    assert!(
+        json.starts_with(r#"{"finetune_layer4":{"arch":{"blocks":[3,4,6,3]"#),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<HeadSpec>(&json).unwrap(), ft);
+}
+
+#[test]
+fn mlp_head_names_shapes_and_seeded_init() {
+    let spec = HeadSpec::Mlp {
+        input: 48,
+        hidden: vec![16, 8],
+        dropout: 0.5,
+    };
+    let (head, varmap) = new_head(&spec, 11);
+    let mut names: Vec<(String, Vec<usize>)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+        .collect();
+    names.sort();
+    let expected = [
+        ("classifier.2.bias", vec![16]),
+        ("classifier.2.weight", vec![16, 48]),
+        ("classifier.5.bias", vec![8]),
+        ("classifier.5.weight", vec![8, 16]),
+        ("classifier.8.bias", vec![2]),
+        ("classifier.8.weight", vec![2, 8]),
+    ];
+    assert_eq!(names, expected.map(|(n, s)| (n.to_string(), s)));
+    assert_eq!(head.trainable_vars().len(), 6);
+
+    let x = ramp(&[3, 3, 4, 4]); // flattened to 48 features
+    let logits = head.forward_t(&x, false).unwrap();
+    assert_eq!(logits.dims(), [3, 2]);
+    let (again, _) = new_head(&spec, 11);
+    assert_eq!(
+        again
+            .forward_t(&x, false)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap(),
+        logits.to_vec2::<f32>().unwrap()
+    );
+    // PyTorch's default bound 1/sqrt(fan_in).
+    let w = varmap.data().lock().unwrap()["classifier.2.weight"]
+        .as_tensor()
+        .abs()
+        .unwrap();
+    assert!(w.max_all().unwrap().to_scalar::<f32>().unwrap() <= 1.0 / 48f32.sqrt());
+}
+
+#[test]
+fn dropout_is_reproducible_from_the_callers_rng_and_only_in_train() {
+    let spec = HeadSpec::Linear {
+        input: 64,
+        dropout: 0.5,
+    };
+    let (head, _) = new_head(&spec, 1);
+    let x = ramp(&[4, 64]);
+    let run = |seed| {
+        head.forward_t_with(&x, true, &mut ChaCha8Rng::seed_from_u64(seed))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    assert_eq!(run(5), run(5));
+    assert_ne!(run(5), run(6));
+    let eval = head.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(
+        eval,
+        head.forward_t_with(&x, false, &mut ChaCha8Rng::seed_from_u64(5))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    );
+
+    let ones = Tensor::ones((100, 100), DType::F32, &Device::Cpu).unwrap();
+    let dropped = dfd_model::dropout(&ones, 0.25, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
+    let values = dropped.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(values
+        .iter()
+        .all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+    let zeros = values.iter().filter(|&&v| v == 0.0).count();
+    assert!(
+        (2200..2800).contains(&zeros),
+        "{zeros} of 10000 dropped at p=0.25"
+    );
+}
+
+#[test]
+fn finetune_head_from_random_layer4_matches_backbone_and_checkpoints_round_trip() {
+    let arch = small_arch();
+    let spec = HeadSpec::FinetuneLayer4 {
+        arch: arch.clone(),
+        dropout: 0.5,
+    };
+    let (head, varmap) = new_head(&spec, 3);
+    init_layer4_from(
+        &varmap,
+        &resolve_weights(&WeightsSource::Random { seed: 9 }).unwrap(),
+        &arch,
+    )
+    .unwrap();
+
+    // Eval mode: layer4 + avgpool from the head equals the backbone's, followed by the head's fc.
+    let maps = ramp(&[2, 1024, 4, 4]);
+    let pooled = random_backbone(&arch, 9)
+        .forward_between(&maps, Cut::Layer3, Cut::Pooled)
+        .unwrap();
+    let vars = varmap.data().lock().unwrap().clone();
+    let fc = candle_nn::Linear::new(
+        vars["fc.weight"].as_tensor().clone(),
+        Some(vars["fc.bias"].as_tensor().clone()),
+    );
+    let expected = fc.forward(&pooled).unwrap();
+    let logits = head.forward_t(&maps, false).unwrap();
+    let diff = (&logits - &expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-4, "head vs backbone: {diff}");
+
+    // A train step moves the running statistics; a checkpoint keeps them.
+    let before = vars["layer4.0.bn1.running_mean"]
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap();
+    head.forward_t_with(&maps, true, &mut ChaCha8Rng::seed_from_u64(0))
+        .unwrap();
+    let after = vars["layer4.0.bn1.running_mean"]
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_ne!(before, after);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("head.safetensors");
+    varmap.save(&path).unwrap();
+    let (loaded, loaded_vars) = Head::load(&spec, &path, &Device::Cpu).unwrap();
+    let stats = loaded_vars.data().lock().unwrap()["layer4.0.bn1.running_mean"]
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(stats, after);
+    let eval = |h: &Head| h.forward_t(&maps, false).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(eval(&loaded), eval(&head));
+}
+
+#[test]
+fn init_layer4_from_file_reports_missing_keys() {
+    let arch = small_arch();
+    let spec = HeadSpec::FinetuneLayer4 {
+        arch: arch.clone(),
+        dropout: 0.0,
+    };
+    let (_, varmap) = new_head(&spec, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("partial.safetensors");
+    let partial = [(
+        "layer4.0.conv1.weight".to_string(),
+        Tensor::zeros((256, 1024, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+    )];
+    candle_core::safetensors::save(&partial.into_iter().collect(), &path).unwrap();
+    let err = init_layer4_from(
+        &varmap,
+        &resolve_weights(&WeightsSource::File(path)).unwrap(),
+        &arch,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        format!("{err:#}").contains("no tensor `layer4.0.bn1.bias`"),
+        "{err:#}"
+    );
+
+    let empty = VarMap::new();
+    assert!(init_layer4_from(
+        &empty,
+        &resolve_weights(&WeightsSource::Random { seed: 0 }).unwrap(),
+        &arch
+    )
+    .is_err());
+}
+
+#[test]
+fn forward_between_layer3_and_logits_equals_forward_to_logits() {
+    let arch = small_arch();
+    let backbone = random_backbone(&arch, 4);
+    let x = ramp(&[2, 3, 64, 64]);
+    let direct = backbone.forward_to(&x, Cut::Logits).unwrap();
+    let layer3 = backbone.forward_to(&x, Cut::Layer3).unwrap();
+    let resumed = backbone
+        .forward_between(&layer3, Cut::Layer3, Cut::Logits)
+        .unwrap();
+    assert_eq!(
+        direct.to_vec2::<f32>().unwrap(),
+        resumed.to_vec2::<f32>().unwrap()
+    );
+    assert!(backbone
+        .forward_between(&layer3, Cut::Layer3, Cut::Layer3)
+        .is_err());
+}
+
+#[test]
+fn gradients_flow_to_a_var_input_of_forward_between() {
+    let arch = small_arch();
+    let backbone = random_backbone(&arch, 4);
+    let maps = Var::from_tensor(&ramp(&[1, 1024, 4, 4])).unwrap();
+    let layer4 = backbone
+        .forward_between(maps.as_tensor(), Cut::Layer3, Cut::Layer4)
+        .unwrap();
+    let grads = layer4.sum_all().unwrap().backward().unwrap();
+    let grad = grads.get(maps.as_tensor()).expect("gradient for the input");
+    assert_eq!(grad.dims(), maps.dims());
+    assert!(
+        grad.abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    );
+}
