@@ -1,0 +1,343 @@
+//! Training one fold: a fresh seeded head, the epoch loop, logging, validation, checkpoints,
+//! early stopping, resume.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use dfd_layout::atomic::{read_json, write_json_atomic};
+use dfd_layout::config::TrainConfig;
+use dfd_layout::runlog::{self, LogRecord};
+use dfd_layout::{FoldDir, PipelineConfig};
+use dfd_model::{init_layer4_from, resolve_weights, Arch, Cut, Head, HeadSpec, WeightsSource};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, Best, TrainState};
+use crate::data::FoldData;
+use crate::loss::class_weights;
+use crate::monitor::Monitor;
+use crate::optim::{AdamConfig, Optimizer};
+use crate::schedule::LrSchedule;
+use crate::step::{named_trainable, train_step, validate, NonFiniteLoss, StepSettings, Validation};
+
+/// What `complete.json` of a finished fold holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FoldSummary {
+    pub fold: u8,
+    pub best: Option<Best>,
+    pub steps: usize,
+    pub stopped_early: bool,
+    pub elapsed_s: f64,
+}
+
+/// The head `train.head` describes for feature rows of `row_shape`.
+pub fn head_spec(train: &TrainConfig, arch: &str, row_shape: &[usize]) -> Result<HeadSpec> {
+    let input: usize = row_shape.iter().product();
+    let dropout = train.dropout as f32;
+    ensure!(
+        (0.0..1.0).contains(&dropout),
+        "train.dropout must be in [0, 1), got {dropout}"
+    );
+    Ok(match train.head.as_str() {
+        "mlp" => HeadSpec::Mlp {
+            input,
+            hidden: train.hidden.clone(),
+            dropout,
+        },
+        "linear" => HeadSpec::Linear { input, dropout },
+        "finetune-layer4" => {
+            let arch: Arch = arch.parse()?;
+            let channels = arch.channels(Cut::Layer3);
+            ensure!(
+                row_shape.len() == 3 && row_shape[0] == channels,
+                "train.head = \"finetune-layer4\" needs layer3 maps ({channels}×H×W; extract.cut = \"layer3\"), \
+                 but the features have rows of shape {row_shape:?}"
+            );
+            HeadSpec::FinetuneLayer4 { arch, dropout }
+        }
+        other => bail!("train.head must be `mlp`, `linear` or `finetune-layer4`, got `{other}`"),
+    })
+}
+
+/// A freshly initialised head: Linear layers from `stream(seed, "init", [fold])`, layer4 (for
+/// `finetune-layer4`) from the backbone weights of `extract.weights`. Returns the head, its
+/// VarMap and the identity of the layer4 weights.
+pub fn init_head(
+    cfg: &PipelineConfig,
+    spec: &HeadSpec,
+    fold: u8,
+    device: &Device,
+) -> Result<(Head, VarMap, Option<String>)> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let seed: u64 = dfd_layout::rng::stream(cfg.seed, "init", &[u64::from(fold)]).random();
+    let head = Head::new_seeded(spec, vb, seed).with_context(|| format!("building head {spec:?}"))?;
+    let identity = match spec {
+        HeadSpec::FinetuneLayer4 { arch, .. } => {
+            let source: WeightsSource = cfg.extract.weights.parse()?;
+            let weights = resolve_weights(&source)?;
+            init_layer4_from(&varmap, &weights, arch)?;
+            Some(weights.identity)
+        }
+        _ => None,
+    };
+    Ok((head, varmap, identity))
+}
+
+/// The optimiser `train` describes.
+pub fn adam_config(train: &TrainConfig) -> Result<AdamConfig> {
+    Ok(AdamConfig {
+        kind: train.optimizer.parse()?,
+        betas: train.betas,
+        eps: train.eps,
+        weight_decay: train.weight_decay,
+    })
+}
+
+/// Reads a finished fold's summary, if `complete.json` exists.
+pub fn completed(dir: &FoldDir) -> Result<Option<FoldSummary>> {
+    let path = dir.complete_marker();
+    if path.exists() {
+        read_json(&path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// One fold's training job.
+pub struct FoldJob<'a> {
+    pub cfg: &'a PipelineConfig,
+    pub dir: FoldDir,
+    pub data: FoldData,
+    pub device: Device,
+    /// Sleep after each step (tests use it to kill a run mid-training).
+    pub throttle: Duration,
+}
+
+/// The model and optimiser being trained, with everything fixed for the fold.
+struct Trainer<'a> {
+    job: &'a FoldJob<'a>,
+    spec: HeadSpec,
+    head: Head,
+    varmap: VarMap,
+    opt: Optimizer,
+    schedule: LrSchedule,
+    monitor: Monitor,
+    settings: StepSettings,
+    batches_per_epoch: usize,
+    total_steps: usize,
+}
+
+impl FoldJob<'_> {
+    /// Trains the fold to the end (or early stop), resuming from `checkpoints/last` if present,
+    /// and writes `complete.json`.
+    pub fn run(&self) -> Result<FoldSummary> {
+        let train = &self.cfg.train;
+        let fold = self.data.fold;
+        let spec = head_spec(train, &self.cfg.extract.arch, self.data.train.row_shape())?;
+        let (head, mut varmap, weights_identity) = init_head(self.cfg, &spec, fold, &self.device)?;
+        let mut opt = Optimizer::new(adam_config(train)?, named_trainable(&head, &varmap)?);
+        let batches_per_epoch = self.data.batches_per_epoch(train.batch_size);
+        let total_steps = train.epochs * batches_per_epoch;
+        for tag in ["last", "best"] {
+            checkpoint::recover(&self.dir, tag)?;
+        }
+        let log = self.dir.metrics();
+        let state = match checkpoint::read_state(&self.dir, "last")? {
+            Some(state) => {
+                self.check_resumable(&state, &weights_identity)?;
+                checkpoint::restore(&self.dir, "last", &mut varmap, &mut opt, &state)?;
+                tracing::info!(fold, step = state.step, epoch = state.epoch, "resuming from checkpoints/last");
+                state
+            }
+            None => TrainState {
+                fold,
+                step: 0,
+                epoch: 0,
+                best: None,
+                bad_validations: 0,
+                records: 0,
+                elapsed_s: 0.0,
+                sources: self.data.sources.clone(),
+                weights_identity,
+            },
+        };
+        std::fs::create_dir_all(self.dir.path())
+            .with_context(|| format!("creating {}", self.dir.path().display()))?;
+        runlog::truncate(&log, state.records)?;
+        tracing::info!(
+            fold,
+            train_rows = self.data.train.len(),
+            val_rows = self.data.val.len(),
+            steps = total_steps,
+            head = ?spec,
+            "training"
+        );
+        let mut trainer = Trainer {
+            job: self,
+            settings: StepSettings {
+                l1: train.l1 as f32,
+                clip_grad_norm: train.clip_grad_norm,
+                class_weights: class_weights(&train.class_weights, self.data.train.labels())?,
+            },
+            schedule: LrSchedule::new(train, total_steps)?,
+            monitor: train.monitor.parse()?,
+            spec,
+            head,
+            varmap,
+            opt,
+            batches_per_epoch,
+            total_steps,
+        };
+        let state = trainer.train(state, &log)?;
+        let summary = FoldSummary {
+            fold,
+            stopped_early: trainer.stopped_early(&state),
+            best: state.best,
+            steps: state.step,
+            elapsed_s: state.elapsed_s,
+        };
+        write_json_atomic(&self.dir.complete_marker(), &summary)?;
+        Ok(summary)
+    }
+
+    /// Refuses to resume a checkpoint made from other features or other layer4 weights.
+    fn check_resumable(&self, state: &TrainState, weights_identity: &Option<String>) -> Result<()> {
+        ensure!(
+            state.sources == self.data.sources && &state.weights_identity == weights_identity,
+            "{} was made from other features or weights ({:?}, {:?}) than now ({:?}, {:?}); \
+             refusing to resume: delete {} or use another --run-id",
+            self.dir.checkpoint("last").display(),
+            state.sources,
+            state.weights_identity,
+            self.data.sources,
+            weights_identity,
+            self.dir.path().display()
+        );
+        Ok(())
+    }
+}
+
+impl Trainer<'_> {
+    fn stopped_early(&self, state: &TrainState) -> bool {
+        let patience = self.job.cfg.train.patience;
+        patience > 0 && state.bad_validations >= patience
+    }
+
+    /// The epoch loop from `state` to the end; returns the final state.
+    fn train(&mut self, mut state: TrainState, log: &Path) -> Result<TrainState> {
+        let job = self.job;
+        let train = &job.cfg.train;
+        let (seed, fold) = (job.cfg.seed, job.data.fold);
+        let bar = dfd_layout::cli::progress(self.total_steps as u64, "step");
+        bar.set_message(format!("fold {fold}"));
+        bar.set_position(state.step as u64);
+        let session = Instant::now();
+        let elapsed_before = state.elapsed_s;
+        while state.step < self.total_steps && !self.stopped_early(&state) {
+            let epoch = state.step / self.batches_per_epoch;
+            let batches = job.data.epoch_batches(seed, epoch, train.batch_size);
+            for batch in &batches[state.step % self.batches_per_epoch..] {
+                let lr = self.schedule.lr(state.step, epoch);
+                let (x, y) = job.data.train.batch(batch, &job.device)?;
+                let mut rng = dfd_layout::rng::stream(seed, "dropout", &[u64::from(fold), state.step as u64]);
+                let out = train_step(&self.head, &mut self.opt, &x, &y, &self.settings, lr, &mut rng)
+                    .map_err(|e| match e.downcast_ref::<NonFiniteLoss>() {
+                        Some(bad) => anyhow::anyhow!(
+                            "fold {fold}: {bad} at epoch {epoch}, step {}; stopping. The last good checkpoint \
+                             is kept in {} (try a lower train.lr or set train.clip_grad_norm)",
+                            state.step + 1,
+                            job.dir.checkpoint("last").display()
+                        ),
+                        None => e,
+                    })?;
+                state.step += 1;
+                state.elapsed_s = elapsed_before + session.elapsed().as_secs_f64();
+                if train.log_every > 0 && state.step % train.log_every == 0 {
+                    let record = LogRecord::Train {
+                        epoch,
+                        step: state.step,
+                        loss: out.loss,
+                        accuracy: out.accuracy,
+                        lr,
+                        time_s: state.elapsed_s,
+                    };
+                    self.append(log, &mut state, record)?;
+                    bar.set_message(format!("fold {fold} loss {:.4}", out.loss));
+                }
+                let end_of_epoch = state.step % self.batches_per_epoch == 0;
+                let validate_now = match train.eval_every {
+                    0 => end_of_epoch,
+                    n => state.step % n == 0 || state.step == self.total_steps,
+                };
+                state.epoch = state.step / self.batches_per_epoch;
+                if validate_now {
+                    self.validate(log, &mut state, epoch)?;
+                }
+                if validate_now || end_of_epoch {
+                    self.save("last", &state)?;
+                }
+                bar.set_position(state.step as u64);
+                if !job.throttle.is_zero() {
+                    std::thread::sleep(job.throttle);
+                }
+                if self.stopped_early(&state) {
+                    tracing::info!(fold, step = state.step, "early stop: no improvement in {} validations", train.patience);
+                    break;
+                }
+            }
+        }
+        bar.finish_and_clear();
+        Ok(state)
+    }
+
+    /// Validates, logs, and updates `best` (saving its checkpoint) and the patience counter.
+    fn validate(&mut self, log: &Path, state: &mut TrainState, epoch: usize) -> Result<()> {
+        let job = self.job;
+        let v: Validation = validate(&self.head, &job.data.val, job.cfg.train.batch_size, &job.device)?;
+        let record = LogRecord::Val {
+            epoch,
+            step: state.step,
+            loss: v.loss,
+            accuracy: v.accuracy,
+            auc: v.auc,
+            time_s: state.elapsed_s,
+        };
+        self.append(log, state, record)?;
+        tracing::info!(fold = job.data.fold, epoch, step = state.step, val_loss = v.loss, val_accuracy = v.accuracy, val_auc = ?v.auc, "validation");
+        let best_value = state.best.as_ref().map(|b| {
+            self.monitor.value(&Validation {
+                loss: b.val_loss,
+                accuracy: b.val_accuracy,
+                auc: b.val_auc,
+            })
+        });
+        if self.monitor.improves(self.monitor.value(&v), best_value.flatten()) {
+            state.best = Some(Best {
+                epoch,
+                step: state.step,
+                val_loss: v.loss,
+                val_accuracy: v.accuracy,
+                val_auc: v.auc,
+            });
+            state.bad_validations = 0;
+            self.save("best", state)?;
+        } else {
+            state.bad_validations += 1;
+        }
+        Ok(())
+    }
+
+    fn append(&self, log: &Path, state: &mut TrainState, record: LogRecord) -> Result<()> {
+        runlog::append(log, &[record])?;
+        state.records += 1;
+        Ok(())
+    }
+
+    fn save(&self, tag: &str, state: &TrainState) -> Result<()> {
+        checkpoint::save(&self.job.dir, tag, &self.varmap, &self.spec, &self.opt, state)
+    }
+}

@@ -1,0 +1,153 @@
+//! One optimiser step on a batch, and a validation pass.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::VarMap;
+use dfd_model::Head;
+use rand::Rng;
+
+use crate::data::FeatureSet;
+use crate::loss::{accuracy, add_l1, cross_entropy};
+use crate::optim::{clip_grad_norm, Optimizer};
+
+/// What a training step needs besides the batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepSettings {
+    /// Factor of `Σ|θ|` in the loss.
+    pub l1: f32,
+    /// Global gradient-norm bound (0 = no clipping).
+    pub clip_grad_norm: f64,
+    /// `[w_real, w_fake]` of the cross-entropy, or unweighted.
+    pub class_weights: Option<[f32; 2]>,
+}
+
+/// Loss (cross-entropy + L1 term) and accuracy of a training batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOutput {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// Raised when the loss is NaN or infinite: nothing was updated.
+#[derive(Debug)]
+pub struct NonFiniteLoss(pub f64);
+
+impl std::fmt::Display for NonFiniteLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the training loss is {} (not finite)", self.0)
+    }
+}
+
+impl std::error::Error for NonFiniteLoss {}
+
+/// The head's trainable variables with their VarMap names, in the head's order.
+pub fn named_trainable(head: &Head, varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let data = varmap.data().lock().expect("VarMap lock poisoned");
+    head.trainable_vars()
+        .into_iter()
+        .map(|var| {
+            let id = var.as_tensor().id();
+            data.iter()
+                .find(|(_, v)| v.as_tensor().id() == id)
+                .map(|(name, _)| (name.clone(), var.clone()))
+                .context("a trainable variable of the head is not in its VarMap")
+        })
+        .collect()
+}
+
+/// Forward in train mode (dropout from `rng`, BN batch statistics), backward, L1, clipping and
+/// one optimiser step at rate `lr`. A non-finite loss returns [`NonFiniteLoss`] before any
+/// parameter is changed.
+pub fn train_step(
+    head: &Head,
+    opt: &mut Optimizer,
+    x: &Tensor,
+    y: &Tensor,
+    settings: &StepSettings,
+    lr: f64,
+    rng: &mut impl Rng,
+) -> Result<StepOutput> {
+    let logits = head.forward_t_with(x, true, rng).context("training forward pass")?;
+    let ce = cross_entropy(&logits, y, settings.class_weights)?;
+    let grads = ce.backward().context("backward pass")?;
+    let values = opt.values()?;
+    let mut host_grads = opt
+        .vars()
+        .map(|(name, var)| {
+            grads
+                .get(var.as_tensor())
+                .map(|g| {
+                    g.flatten_all()
+                        .and_then(|g| g.to_dtype(DType::F32))
+                        .and_then(|g| g.to_vec1::<f32>())
+                        .with_context(|| format!("reading the gradient of `{name}`"))
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let abs_sum: f64 = values
+        .iter()
+        .zip(&mut host_grads)
+        .map(|(v, g)| add_l1(v, g.as_mut(), settings.l1))
+        .sum();
+    let ce_value = f64::from(ce.to_scalar::<f32>().context("reading the loss")?);
+    let loss = ce_value + f64::from(settings.l1) * abs_sum;
+    if !loss.is_finite() {
+        return Err(NonFiniteLoss(loss).into());
+    }
+    if settings.clip_grad_norm > 0.0 {
+        clip_grad_norm(&mut host_grads, settings.clip_grad_norm);
+    }
+    opt.step(values, &host_grads, lr)?;
+    Ok(StepOutput {
+        loss,
+        accuracy: accuracy(&logits, y)?,
+    })
+}
+
+/// Loss, accuracy and ROC AUC over a validation set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Validation {
+    /// Unweighted mean cross-entropy.
+    pub loss: f64,
+    /// Fraction with (P(fake) ≥ ½) = label.
+    pub accuracy: f64,
+    /// `None` when the set holds a single class.
+    pub auc: Option<f64>,
+}
+
+/// Runs the head in eval mode over every row of `set`, `batch_size` rows at a time.
+pub fn validate(head: &Head, set: &FeatureSet, batch_size: usize, device: &Device) -> Result<Validation> {
+    let mut scores = Vec::with_capacity(set.len());
+    let mut nll_sum = 0.0;
+    let idx: Vec<usize> = (0..set.len()).collect();
+    for chunk in idx.chunks(batch_size) {
+        let (x, y) = set.batch(chunk, device)?;
+        let logits = head.forward_t(&x, false).context("validation forward pass")?;
+        let n = chunk.len() as f64;
+        nll_sum += n * f64::from(cross_entropy(&logits, &y, None)?.to_scalar::<f32>()?);
+        let p_fake = candle_nn::ops::softmax(&logits, D::Minus1)
+            .and_then(|p| p.narrow(1, 1, 1))
+            .and_then(|p| p.flatten_all())
+            .and_then(|p| p.to_dtype(DType::F64))
+            .and_then(|p| p.to_vec1::<f64>())
+            .context("validation probabilities")?;
+        scores.extend(p_fake);
+    }
+    let labels = set.labels();
+    let correct = labels
+        .iter()
+        .zip(&scores)
+        .filter(|(&l, &s)| (s >= 0.5) == (l == 1))
+        .count();
+    let auc = match dfd_metrics::roc_auc(labels, &scores) {
+        Ok(a) => Some(a),
+        Err(dfd_metrics::MetricsError::SingleClass { .. }) => None,
+        Err(e) => bail!("validation AUC: {e}"),
+    };
+    Ok(Validation {
+        loss: nll_sum / set.len() as f64,
+        accuracy: correct as f64 / set.len() as f64,
+        auc,
+    })
+}
