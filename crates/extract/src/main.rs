@@ -1,1 +1,136 @@
-fn main() {}
+//! `dfd-extract`: image shards → frozen backbone → feature shards, resumable and sliceable.
+//!
+//! Fills `features/<dataset>/<backbone>/s<S>-<cut>/{train/a0..aK,test/a0}/` from the matching
+//! `prepared/` image shards. Rerunning after a kill finishes only the missing shards; a feature
+//! directory made from other inputs or weights is an error. When every directory is complete it
+//! writes `runs/<pipeline>/<run-id>/stages/extract.done`.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use dfd_extract::{extract_dir, peak_rss_bytes, stage, DirJob, FeatureSpec};
+use dfd_layout::backbone_key;
+use dfd_layout::cli::{init_tracing, mark_done, progress, CommonArgs, SliceArgs};
+use dfd_model::{parse_device, resolve_weights, Backbone, DType, ResolvedWeights, WeightsSource};
+use tracing::{info, warn};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Stage 2: run the frozen backbone over the image shards and cache its features.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    slice: SliceArgs,
+    /// Device of the backbone, `cpu` or `cuda:N` (needs a build with the `cuda` feature);
+    /// overrides `extract.device`.
+    #[arg(long)]
+    device: Option<String>,
+    /// Images per forward pass; overrides `extract.batch_size`. It does not change the bytes
+    /// written, so a resumed run may use another one.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Only check that the configured weights are at hand (cached, local or downloadable), print
+    /// their identity and exit: status 0 when they are, 1 when not.
+    #[arg(long)]
+    check_weights: bool,
+}
+
+fn main() -> Result<()> {
+    init_tracing();
+    let args = Args::parse();
+    args.slice.validate()?;
+    let ctx = args.common.load()?;
+    let x = &ctx.config.extract;
+    let source: WeightsSource = x.weights.parse().context("reading extract.weights")?;
+    let weights = resolve_weights(&source)
+        .with_context(|| format!("finding the backbone weights {source}"))?;
+    if args.check_weights {
+        println!("{source}: {}", weights.identity);
+        return Ok(());
+    }
+    if !source.is_pretrained() {
+        warn!(weights = %source, "extracting with RANDOM backbone weights: these features are NOT pretrained");
+    }
+    let spec = stage::feature_spec(&ctx.config, &weights)?;
+    let batch_size = args.batch_size.unwrap_or(x.batch_size).max(1);
+    let jobs = stage::plan_all(&ctx.data, &ctx.config, &spec)?
+        .into_iter()
+        .map(|plan| DirJob::open(plan, &args.slice))
+        .collect::<Result<Vec<_>>>()?;
+    let todo: usize = jobs.iter().map(DirJob::todo_rows).sum();
+
+    let started = Instant::now();
+    if todo == 0 {
+        info!("nothing to do: every feature shard of this process is already written");
+    } else {
+        let device = args.device.as_deref().unwrap_or(&x.device);
+        compute(&jobs, &spec, &weights, device, batch_size, todo)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut complete = true;
+    for job in &jobs {
+        complete &= job.finish(&spec)?;
+    }
+    let peak_rss_mib = peak_rss_bytes().map_or("n/a".into(), |b| {
+        format!("{:.1}", b as f64 / f64::from(1 << 20))
+    });
+    info!(
+        images = todo,
+        seconds = %format!("{seconds:.1}"),
+        img_per_s = %format!("{:.2}", todo as f64 / seconds.max(1e-9)),
+        %peak_rss_mib,
+        "extract finished"
+    );
+    if !complete {
+        info!("this process's shards are written; the directories complete when the other --shard-index processes finish theirs");
+        return Ok(());
+    }
+    let directories: Vec<_> = jobs
+        .iter()
+        .map(|j| serde_json::json!({"dir": j.plan.output, "rows": j.plan.index.rows, "shards": j.plan.n_shards()}))
+        .collect();
+    let summary = serde_json::json!({
+        "backbone": backbone_key(&x.arch, &x.weights),
+        "meta": spec.meta(),
+        "directories": directories,
+        "images_computed": todo,
+        "seconds": seconds,
+    });
+    mark_done(&ctx.run, "extract", &summary).context("writing the extract stage marker")
+}
+
+/// Loads the backbone on `device` and fills every job's missing shards, with a progress bar.
+fn compute(
+    jobs: &[DirJob],
+    spec: &FeatureSpec,
+    weights: &ResolvedWeights,
+    device: &str,
+    batch_size: usize,
+    todo: usize,
+) -> Result<()> {
+    let device = parse_device(device)?;
+    let backbone = Backbone::load(&spec.arch, weights, &device, DType::F32)
+        .with_context(|| format!("loading the {} backbone", spec.arch_name))?;
+    info!(
+        images = todo,
+        cut = %spec.cut,
+        dtype = %spec.dtype,
+        shape = ?spec.row_shape(),
+        batch_size,
+        "extracting features"
+    );
+    let bar = progress(todo as u64, "img");
+    for job in jobs.iter().filter(|j| !j.todo.is_empty()) {
+        bar.set_message(job.plan.output.display().to_string());
+        info!(dir = %job.plan.output.display(), to_write = job.todo.len(), of = job.plan.n_shards(), "feature shards");
+        extract_dir(job, spec, &backbone, &device, batch_size, &bar)?;
+    }
+    bar.finish_and_clear();
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! The `dfd-extract` binary on generated image shards with a random `resnet50` at 32 px:
+//! kill-and-resume and `--shard-index` slices give the bytes of an uninterrupted run, a finished
+//! run has nothing to do, Python reads the shards, and peak memory does not grow with the data.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{f16s, f32s, read_features, write_image_dir};
+
+const SIZE: usize = 32;
+
+/// A data directory with image shards and a pipeline config.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    config: PathBuf,
+}
+
+impl Setup {
+    /// Train a0 and a1 with `train_rows` images each, test a0 with `test_rows`, input shards of
+    /// at most `input_shard` rows; `extract` is the pipeline's `[extract]` section body.
+    fn new(
+        train_rows: usize,
+        test_rows: usize,
+        input_shard: usize,
+        shard_bytes: usize,
+        extract: &str,
+    ) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let config = tmp.path().join("tiny.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[dataset]\nname = \"t\"\n[preprocess]\nsize = {SIZE}\ncopies = 1\nshard_bytes = {shard_bytes}\n\
+                 [extract]\narch = \"resnet50\"\nweights = \"random:4\"\n{extract}\n"
+            ),
+        )
+        .unwrap();
+        let split = |rows: usize| -> Vec<usize> {
+            (0..rows)
+                .step_by(input_shard)
+                .map(|s| input_shard.min(rows - s))
+                .collect()
+        };
+        let prepared = data.join("prepared/t/s32");
+        write_image_dir(&prepared.join("train/a0"), SIZE, &split(train_rows), 0);
+        write_image_dir(&prepared.join("train/a1"), SIZE, &split(train_rows), 0);
+        write_image_dir(&prepared.join("test/a0"), SIZE, &split(test_rows), 100_000);
+        Self {
+            _tmp: tmp,
+            data,
+            config,
+        }
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dfd-extract"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Runs the binary to the end and returns its stderr; panics on failure.
+    fn run(&self, extra: &[&str]) -> String {
+        let out: Output = self.command(extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "dfd-extract {extra:?} failed:\n{stderr}"
+        );
+        stderr
+    }
+
+    fn features(&self) -> PathBuf {
+        self.data.join("features/t/resnet50@random-4")
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.data.join("runs/tiny/main/stages/extract.done")
+    }
+}
+
+/// Relative paths and bytes of the shard files and indexes under `root` (not sidecars or
+/// leftover temporaries).
+fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else if name.ends_with(".safetensors") || name == "index.json" {
+                out.push((
+                    path.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+const POOLED: &str = "cut = \"pooled\"\nbatch_size = 4";
+
+/// 8 pooled f32 rows (2048 × 4 bytes) per feature shard.
+fn pooled_setup() -> Setup {
+    Setup::new(48, 16, 10, 8 * 2048 * 4, POOLED)
+}
+
+#[test]
+fn kill_and_resume_and_slices_give_the_bytes_of_one_run() {
+    let whole = pooled_setup();
+    whole.run(&[]);
+    assert!(whole.marker().exists());
+    let want = tree(&whole.features());
+    // train a0 (6 shards), train a1 (6), test a0 (2), each with index.json.
+    assert_eq!(want.len(), 14 + 3);
+    let again = whole.run(&[]);
+    assert!(again.contains("nothing to do"), "{again}");
+
+    // Killed (SIGKILL) as soon as the first shard is written, then resumed.
+    let killed = pooled_setup();
+    let first = killed
+        .features()
+        .join("s32-pooled/train/a0/shard-00000.safetensors");
+    let mut child = killed.command(&[]).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !first.exists() {
+        assert!(Instant::now() < deadline, "no shard after 300 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the first shard was seen"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed
+            .features()
+            .join("s32-pooled/test/a0/index.json")
+            .exists(),
+        "the run finished before it was killed: nothing was resumed"
+    );
+    assert!(!killed.marker().exists());
+    let resumed = killed.run(&[]);
+    assert!(resumed.contains("to_write"), "{resumed}");
+    assert_eq!(
+        tree(&killed.features()),
+        want,
+        "resumed run differs from an uninterrupted one"
+    );
+
+    // Two slices fill the same directories; only the one that completes them writes the marker.
+    let sliced = pooled_setup();
+    sliced.run(&["--shard-index", "1", "--shard-count", "2"]);
+    assert!(!sliced.marker().exists());
+    assert!(!sliced
+        .features()
+        .join("s32-pooled/train/a0/index.json")
+        .exists());
+    sliced.run(&["--shard-index", "0", "--shard-count", "2"]);
+    assert!(sliced.marker().exists());
+    assert_eq!(
+        tree(&sliced.features()),
+        want,
+        "sliced run differs from a single one"
+    );
+}
+
+#[test]
+fn changed_settings_over_existing_features_are_an_error() {
+    let setup = Setup::new(4, 2, 4, 1 << 20, POOLED);
+    setup.run(&[]);
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    // Directory names show the arch, weights source, size and cut but not the stored dtype: a
+    // changed dtype lands on the existing features and must be refused, not mixed.
+    std::fs::write(
+        &setup.config,
+        text.replace("cut = \"pooled\"", "cut = \"pooled\"\ndtype = \"f16\""),
+    )
+    .unwrap();
+    let out = setup.command(&[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("made from other inputs or settings"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn python_reads_feature_shards() {
+    let probe = Command::new("python3")
+        .args(["-c", "import safetensors, numpy"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: python3 with safetensors and numpy is not available");
+        return;
+    }
+    // layer3 maps at 32 px: 1024×2×2, stored as f16 (the `auto` dtype of maps).
+    let setup = Setup::new(5, 3, 5, 1 << 20, "cut = \"layer3\"\nbatch_size = 2");
+    setup.run(&[]);
+    let dir = setup.features().join("s32-layer3/train/a0");
+    let ours = read_features(&dir);
+    assert_eq!(ours.dtype, safetensors::Dtype::F16);
+    let script = "import sys, json\nfrom safetensors.numpy import load_file\n\
+                  s = load_file(sys.argv[1])\nf = s['features']\n\
+                  print(json.dumps({'shape': list(f.shape), 'dtype': str(f.dtype), \
+                  'values': f.astype('float32').ravel().tolist(), \
+                  'labels': s['labels'].tolist(), 'ids': s['ids'].tolist(), \
+                  'label_dtype': str(s['labels'].dtype), 'id_dtype': str(s['ids'].dtype)}))";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.join("shard-00000.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(py["shape"], serde_json::json!([5, 1024, 2, 2]));
+    assert_eq!(py["dtype"], "float16");
+    assert_eq!(py["label_dtype"], "uint8");
+    assert_eq!(py["id_dtype"], "uint32");
+    let values: Vec<f32> = serde_json::from_value(py["values"].clone()).unwrap();
+    assert_eq!(values, f16s(&ours.bytes));
+    assert_eq!(py["labels"], serde_json::json!(ours.labels));
+    assert_eq!(py["ids"], serde_json::json!(ours.ids));
+}
+
+/// Peak RSS (MiB) the binary logged at exit.
+fn peak_rss_mib(stderr: &str) -> f64 {
+    let at = stderr
+        .find("peak_rss_mib=")
+        .unwrap_or_else(|| panic!("no peak_rss_mib in:\n{stderr}"));
+    let rest = &stderr[at + "peak_rss_mib=".len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().unwrap()
+}
+
+#[test]
+fn memory_stays_flat_as_the_data_set_grows() {
+    // layer3 maps at 32 px in f32: 1024×2×2×4 = 16 KiB per image, 1 MiB feature shards.
+    let extract = "cut = \"layer3\"\ndtype = \"f32\"\nbatch_size = 16";
+    let small = Setup::new(100, 20, 256, 1 << 20, extract);
+    let large = Setup::new(1600, 400, 256, 1 << 20, extract);
+    let small_peak = peak_rss_mib(&small.run(&[]));
+    let large_peak = peak_rss_mib(&large.run(&[]));
+    let rows = 1600 * 2 + 400;
+    let data_mib = (rows * (16 << 10) + rows * 3 * SIZE * SIZE) as f64 / (1 << 20) as f64;
+    println!("peak RSS: {small_peak:.1} MiB for 220 images, {large_peak:.1} MiB for {rows} ({data_mib:.0} MiB of images + features)");
+    assert!(data_mib > 60.0);
+    assert!(
+        large_peak < small_peak + 16.0,
+        "peak RSS grew from {small_peak:.1} to {large_peak:.1} MiB with the data set ({data_mib:.0} MiB)"
+    );
+    let features = read_features(&large.features().join("s32-layer3/test/a0"));
+    assert_eq!(features.ids, (100_000..100_400).collect::<Vec<u32>>());
+    assert!(f32s(&features.bytes).iter().all(|v| v.is_finite()));
+}
