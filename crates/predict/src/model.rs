@@ -1,0 +1,499 @@
+//! The trained model of a run, ready to score images: the frozen backbone and the heads of the
+//! chosen folds, with Grad-CAM.
+//!
+//! Several folds (a cross-validation run) form an ensemble: P(fake) is the mean of the folds'
+//! P(fake), and the heatmap the mean of the folds' Grad-CAM maps (each in [0, 1], so the mean is
+//! too).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use dfd_layout::paths::{CHECKPOINT_HEAD, CHECKPOINT_WEIGHTS};
+use dfd_layout::{PipelineConfig, RunDir};
+use dfd_model::{
+    resolve_weights, Arch, Backbone, BnMode, Cut, Head, HeadSpec, Stage, WeightsSource, NUM_OUTPUTS,
+};
+
+use crate::gradcam::{self, Explained};
+
+/// A head read from a checkpoint, with the file it came from (for error messages).
+pub struct LoadedHead {
+    pub origin: PathBuf,
+    pub head: Head,
+    pub varmap: VarMap,
+}
+
+impl LoadedHead {
+    /// Reads `head.json` and `model.safetensors` from a checkpoint directory onto `device`.
+    pub fn read(checkpoint: &Path, device: &Device) -> Result<Self> {
+        let spec_path = checkpoint.join(CHECKPOINT_HEAD);
+        if !spec_path.is_file() {
+            bail!("no trained head at {}: run dfd-train first (or choose another --checkpoint/--fold)", spec_path.display());
+        }
+        let spec: HeadSpec = dfd_layout::atomic::read_json(&spec_path)?;
+        let origin = checkpoint.join(CHECKPOINT_WEIGHTS);
+        let (head, varmap) = Head::load(&spec, &origin, device)?;
+        Ok(Self {
+            origin,
+            head,
+            varmap,
+        })
+    }
+}
+
+/// Per-image outputs of [`Predictor::explain`].
+pub struct Explanation {
+    /// P(fake) per image.
+    pub p_fake: Vec<f32>,
+    /// One Grad-CAM map per image, row-major `size.0 × size.1`, values in [0, 1].
+    pub cams: Vec<Vec<f32>>,
+    /// (h, w) of the maps: the resolution of the explained activation.
+    pub size: (usize, usize),
+}
+
+/// Backbone plus the folds' heads.
+pub struct Predictor {
+    backbone: Backbone,
+    members: Members,
+}
+
+enum Members {
+    /// `mlp` / `linear` heads over the backbone's features at `cut`.
+    Classifier { cut: Cut, heads: Vec<Head> },
+    /// `finetune_layer4` heads over layer3 maps, each kept as a frozen copy of its layer4 and fc.
+    Finetune(Vec<FinetuneTail>),
+}
+
+/// The inference form of a fine-tuned layer4 head: BatchNorm folded, no variables.
+struct FinetuneTail {
+    layer4: Stage,
+    fc: Linear,
+}
+
+impl FinetuneTail {
+    /// Rebuilds layer4 (eval-mode BatchNorm) and fc from the head's variables.
+    fn from_varmap(varmap: &VarMap, arch: &Arch, device: &Device) -> Result<Self> {
+        let tensors = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("head VarMap lock poisoned"))?
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_detached_tensor()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let layer4 = Stage::new(&vb.pp("layer4"), arch, 3, BnMode::Frozen)?;
+        let channels = arch.channels(Cut::Pooled);
+        let fc = Linear::new(
+            vb.get((NUM_OUTPUTS, channels), "fc.weight")?,
+            Some(vb.get(NUM_OUTPUTS, "fc.bias")?),
+        );
+        Ok(Self { layer4, fc })
+    }
+
+    /// Logits from this head's layer4 output: average pool, then fc.
+    fn logits(&self, layer4: &Tensor) -> candle_core::Result<Tensor> {
+        self.fc.forward(&layer4.mean((2, 3))?)
+    }
+}
+
+impl Predictor {
+    /// Loads the run's backbone (`extract.arch`, `extract.weights`) and, for each fold of `folds`,
+    /// the head in `fold<k>/checkpoints/<checkpoint>/`.
+    pub fn load(
+        run: &RunDir,
+        config: &PipelineConfig,
+        folds: &[u8],
+        checkpoint: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let extract = &config.extract;
+        let arch: Arch = extract
+            .arch
+            .parse()
+            .context("reading extract.arch of the run's config")?;
+        let cut: Cut = extract
+            .cut
+            .parse()
+            .context("reading extract.cut of the run's config")?;
+        let source: WeightsSource = extract
+            .weights
+            .parse()
+            .context("reading extract.weights of the run's config")?;
+        let weights = resolve_weights(&source)
+            .with_context(|| format!("finding backbone weights {source}"))?;
+        let backbone = Backbone::load(&arch, &weights, device, DType::F32)
+            .with_context(|| format!("loading backbone {} from {source}", extract.arch))?;
+        let heads = folds
+            .iter()
+            .map(|&k| {
+                let dir = run.fold(k).checkpoint(checkpoint);
+                LoadedHead::read(&dir, device)
+                    .with_context(|| format!("loading fold {k}'s head from {}", dir.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(
+            backbone,
+            cut,
+            config.preprocess.size as usize,
+            heads,
+            device,
+        )
+    }
+
+    /// Checks that every head fits the backbone's features (`cut` of `size`-pixel images) and that
+    /// all heads are of one kind.
+    pub fn new(
+        backbone: Backbone,
+        cut: Cut,
+        size: usize,
+        heads: Vec<LoadedHead>,
+        device: &Device,
+    ) -> Result<Self> {
+        let Some(first) = heads.first() else {
+            bail!("no head to predict with")
+        };
+        let members = match first.head.spec() {
+            HeadSpec::FinetuneLayer4 { .. } => {
+                if cut != Cut::Layer3 {
+                    bail!("a finetune_layer4 head runs on layer3 maps, but the run's extract.cut is `{cut}`");
+                }
+                let tails = heads
+                    .iter()
+                    .map(|h| match h.head.spec() {
+                        HeadSpec::FinetuneLayer4 { arch, .. } if arch == backbone.arch() => {
+                            FinetuneTail::from_varmap(&h.varmap, arch, device).with_context(|| {
+                                format!("rebuilding layer4 from {}", h.origin.display())
+                            })
+                        }
+                        HeadSpec::FinetuneLayer4 { arch, .. } => bail!(
+                            "head {} fine-tunes layer4 of {arch:?}, but the backbone is {:?}",
+                            h.origin.display(),
+                            backbone.arch()
+                        ),
+                        other => bail!(
+                            "heads of one run must be of one kind: {} is {other:?}",
+                            h.origin.display()
+                        ),
+                    })
+                    .collect::<Result<_>>()?;
+                Members::Finetune(tails)
+            }
+            HeadSpec::Mlp { .. } | HeadSpec::Linear { .. } => {
+                let features: usize = cut.feature_shape(backbone.arch(), size).iter().product();
+                for h in &heads {
+                    match h.head.spec() {
+                        HeadSpec::Mlp { input, .. } | HeadSpec::Linear { input, .. } if *input == features => {}
+                        HeadSpec::Mlp { input, .. } | HeadSpec::Linear { input, .. } => bail!(
+                            "head {} takes {input} inputs, but the backbone's `{cut}` features of {size}-px images have {features}",
+                            h.origin.display()
+                        ),
+                        other => bail!("heads of one run must be of one kind: {} is {other:?}", h.origin.display()),
+                    }
+                }
+                Members::Classifier {
+                    cut,
+                    heads: heads.into_iter().map(|h| h.head).collect(),
+                }
+            }
+        };
+        Ok(Self { backbone, members })
+    }
+
+    /// The activation Grad-CAM explains: layer4 for pooled features and fine-tuned layer4 heads
+    /// (the head's own layer4), otherwise the feature maps the head reads (e.g. layer3 for a
+    /// linear head on flattened layer3). An error for features that are not maps (`logits`).
+    pub fn heatmap_layer(&self) -> Result<Cut> {
+        match &self.members {
+            Members::Finetune(_)
+            | Members::Classifier {
+                cut: Cut::Pooled, ..
+            } => Ok(Cut::Layer4),
+            Members::Classifier {
+                cut: Cut::Logits, ..
+            } => {
+                bail!("--heatmaps needs convolutional features; this run's heads read the backbone's logits")
+            }
+            Members::Classifier { cut, .. } => Ok(*cut),
+        }
+    }
+
+    /// P(fake) per image of a normalised batch N×3×S×S, averaged over the folds' heads.
+    pub fn p_fake(&self, x: &Tensor) -> Result<Vec<f32>> {
+        let per_head = match &self.members {
+            Members::Classifier { cut, heads } => {
+                let features = self.backbone.forward_to(x, *cut)?;
+                heads
+                    .iter()
+                    .map(|h| gradcam::p_fake(&h.forward_t(&features, false)?))
+                    .collect::<candle_core::Result<Vec<_>>>()?
+            }
+            Members::Finetune(tails) => {
+                let layer3 = self.backbone.forward_to(x, Cut::Layer3)?;
+                tails
+                    .iter()
+                    .map(|t| gradcam::p_fake(&t.logits(&t.layer4.forward_t(&layer3, false)?)?))
+                    .collect::<candle_core::Result<Vec<_>>>()?
+            }
+        };
+        Ok(mean(&per_head)?.to_vec1()?)
+    }
+
+    /// P(fake) as [`Predictor::p_fake`] gives it, and a Grad-CAM map per image over
+    /// [`Predictor::heatmap_layer`].
+    pub fn explain(&self, x: &Tensor) -> Result<Explanation> {
+        let per_head: Vec<Explained> = match &self.members {
+            Members::Classifier { cut, heads } => {
+                let layer = self.heatmap_layer()?;
+                let maps = self.backbone.forward_to(x, layer)?;
+                let pooled = *cut == Cut::Pooled;
+                heads
+                    .iter()
+                    .map(|h| {
+                        gradcam::explain(&maps, |a| {
+                            h.forward_t(&if pooled { a.mean((2, 3))? } else { a.clone() }, false)
+                        })
+                    })
+                    .collect::<candle_core::Result<_>>()?
+            }
+            Members::Finetune(tails) => {
+                let layer3 = self.backbone.forward_to(x, Cut::Layer3)?;
+                tails
+                    .iter()
+                    .map(|t| {
+                        gradcam::explain(&t.layer4.forward_t(&layer3, false)?, |a| t.logits(a))
+                    })
+                    .collect::<candle_core::Result<_>>()?
+            }
+        };
+        let p_fake = mean(
+            &per_head
+                .iter()
+                .map(|e| e.p_fake.clone())
+                .collect::<Vec<_>>(),
+        )?
+        .to_vec1()?;
+        let cam = mean(&per_head.iter().map(|e| e.cam.clone()).collect::<Vec<_>>())?;
+        let (_, h, w) = cam.dims3()?;
+        let cams = cam.flatten_from(1)?.to_vec2()?;
+        Ok(Explanation {
+            p_fake,
+            cams,
+            size: (h, w),
+        })
+    }
+}
+
+/// Element-wise mean of equally shaped tensors.
+fn mean(tensors: &[Tensor]) -> candle_core::Result<Tensor> {
+    Tensor::stack(tensors, 0)?.mean(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfd_model::init_layer4_from;
+
+    const SIZE: usize = 64;
+
+    fn small_arch() -> Arch {
+        Arch {
+            blocks: [1, 1, 1, 1],
+            groups: 8,
+            width_per_group: 4,
+            num_classes: 5,
+        }
+    }
+
+    fn backbone(seed: u64) -> Backbone {
+        let weights = resolve_weights(&WeightsSource::Random { seed }).unwrap();
+        Backbone::load(&small_arch(), &weights, &Device::Cpu, DType::F32).unwrap()
+    }
+
+    fn head(spec: &HeadSpec, seed: u64) -> LoadedHead {
+        let varmap = VarMap::new();
+        let head = Head::new_seeded(
+            spec,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+            seed,
+        )
+        .unwrap();
+        if let HeadSpec::FinetuneLayer4 { arch, .. } = spec {
+            let weights = resolve_weights(&WeightsSource::Random { seed: seed + 100 }).unwrap();
+            init_layer4_from(&varmap, &weights, arch).unwrap();
+        }
+        LoadedHead {
+            origin: PathBuf::from(format!("head-{seed}")),
+            head,
+            varmap,
+        }
+    }
+
+    fn images(n: usize) -> Tensor {
+        let values: Vec<f32> = (0..n * 3 * SIZE * SIZE)
+            .map(|i| ((i * 7919) % 997) as f32 / 400.0 - 1.2)
+            .collect();
+        Tensor::from_vec(values, (n, 3, SIZE, SIZE), &Device::Cpu).unwrap()
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol, "index {i}: {x} vs {y}");
+        }
+    }
+
+    fn assert_unit_maps(e: &Explanation, n: usize, side: usize) {
+        assert_eq!(e.size, (side, side));
+        assert_eq!(e.cams.len(), n);
+        for cam in &e.cams {
+            assert_eq!(cam.len(), side * side);
+            assert!(
+                cam.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)),
+                "{cam:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pooled_heads_average_over_folds_and_explain_agrees_with_scoring() {
+        let spec = HeadSpec::Mlp {
+            input: 2048,
+            hidden: vec![16],
+            dropout: 0.5,
+        };
+        let heads = vec![head(&spec, 1), head(&spec, 2)];
+        let x = images(3);
+        // Reference: each head on the backbone's pooled features, softmax, mean.
+        let reference_backbone = backbone(7);
+        let pooled = reference_backbone.forward_to(&x, Cut::Pooled).unwrap();
+        let per_head: Vec<Vec<f32>> = heads
+            .iter()
+            .map(|h| {
+                let logits = h
+                    .head
+                    .forward_t(&pooled, false)
+                    .unwrap()
+                    .to_vec2::<f32>()
+                    .unwrap();
+                logits
+                    .iter()
+                    .map(|l| 1.0 / (1.0 + (l[0] - l[1]).exp()))
+                    .collect()
+            })
+            .collect();
+        let expected: Vec<f32> = (0..3)
+            .map(|i| (per_head[0][i] + per_head[1][i]) / 2.0)
+            .collect();
+
+        let predictor =
+            Predictor::new(backbone(7), Cut::Pooled, SIZE, heads, &Device::Cpu).unwrap();
+        assert_eq!(predictor.heatmap_layer().unwrap(), Cut::Layer4);
+        assert_close(&predictor.p_fake(&x).unwrap(), &expected, 1e-6);
+        let explained = predictor.explain(&x).unwrap();
+        assert_close(&explained.p_fake, &expected, 1e-6);
+        assert_unit_maps(&explained, 3, 2);
+    }
+
+    #[test]
+    fn finetune_heads_match_the_trainable_head_in_eval_mode() {
+        let spec = HeadSpec::FinetuneLayer4 {
+            arch: small_arch(),
+            dropout: 0.5,
+        };
+        let loaded = head(&spec, 3);
+        let x = images(2);
+        let layer3 = backbone(7).forward_to(&x, Cut::Layer3).unwrap();
+        let logits = loaded
+            .head
+            .forward_t(&layer3, false)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let expected: Vec<f32> = logits
+            .iter()
+            .map(|l| 1.0 / (1.0 + (l[0] - l[1]).exp()))
+            .collect();
+
+        let predictor =
+            Predictor::new(backbone(7), Cut::Layer3, SIZE, vec![loaded], &Device::Cpu).unwrap();
+        assert_eq!(predictor.heatmap_layer().unwrap(), Cut::Layer4);
+        assert_close(&predictor.p_fake(&x).unwrap(), &expected, 1e-5);
+        let explained = predictor.explain(&x).unwrap();
+        assert_close(&explained.p_fake, &expected, 1e-5);
+        assert_unit_maps(&explained, 2, 2);
+    }
+
+    #[test]
+    fn linear_heads_on_layer3_maps_are_explained_over_layer3() {
+        let spec = HeadSpec::Linear {
+            input: 1024 * 4 * 4,
+            dropout: 0.5,
+        };
+        let predictor = Predictor::new(
+            backbone(7),
+            Cut::Layer3,
+            SIZE,
+            vec![head(&spec, 4)],
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(predictor.heatmap_layer().unwrap(), Cut::Layer3);
+        let x = images(2);
+        let explained = predictor.explain(&x).unwrap();
+        assert_close(&explained.p_fake, &predictor.p_fake(&x).unwrap(), 1e-6);
+        assert_unit_maps(&explained, 2, 4);
+    }
+
+    #[test]
+    fn heads_that_do_not_fit_the_features_are_refused() {
+        let wrong = HeadSpec::Linear {
+            input: 1000,
+            dropout: 0.0,
+        };
+        let err = Predictor::new(
+            backbone(7),
+            Cut::Pooled,
+            SIZE,
+            vec![head(&wrong, 1)],
+            &Device::Cpu,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("takes 1000 inputs") && err.to_string().contains("2048"),
+            "{err}"
+        );
+
+        let finetune = HeadSpec::FinetuneLayer4 {
+            arch: small_arch(),
+            dropout: 0.0,
+        };
+        let err = Predictor::new(
+            backbone(7),
+            Cut::Pooled,
+            SIZE,
+            vec![head(&finetune, 1)],
+            &Device::Cpu,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("layer3"), "{err}");
+
+        let mixed = vec![
+            head(&finetune, 1),
+            head(
+                &HeadSpec::Linear {
+                    input: 1024 * 16,
+                    dropout: 0.0,
+                },
+                2,
+            ),
+        ];
+        let err = Predictor::new(backbone(7), Cut::Layer3, SIZE, mixed, &Device::Cpu)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("one kind"), "{err}");
+    }
+}
