@@ -2,7 +2,8 @@
 //! forward and forward+backward (gradients w.r.t. input and weight), plus a whole layer4
 //! fine-tune step (batch 64, 1024×14×14 input).
 //!
-//! `cargo run --release -p dfd-ops --example bench_conv [-- --layer4] [-- --no-candle-backward]`
+//! `cargo run --release -p dfd-ops --example bench_conv -- [--layer4] [--no-candle-backward]
+//! [--only <substring of shape names>]`
 //! Medians of repeated runs; GFLOP/s counts 2 FLOPs per multiply-add, ×3 for forward+backward.
 
 use candle_core::{Device, Result, Tensor, Var, D};
@@ -51,11 +52,11 @@ impl Shape {
     }
 }
 
+/// `channels` is (input, output).
 const fn s(
     name: &'static str,
     n: usize,
-    cin: usize,
-    cout: usize,
+    channels: (usize, usize),
     h: usize,
     k: usize,
     stride: usize,
@@ -64,8 +65,8 @@ const fn s(
     Shape {
         name,
         n,
-        cin,
-        cout,
+        cin: channels.0,
+        cout: channels.1,
         h,
         k,
         stride,
@@ -74,23 +75,23 @@ const fn s(
 }
 
 const SHAPES: &[Shape] = &[
-    s("g3x3 layer1 128ch 56 s1", 8, 128, 128, 56, 3, 1, 32),
-    s("g3x3 layer2 256ch 56>28 s2", 8, 256, 256, 56, 3, 2, 32),
-    s("g3x3 layer2 256ch 28 s1", 8, 256, 256, 28, 3, 1, 32),
-    s("g3x3 layer3 512ch 28>14 s2", 8, 512, 512, 28, 3, 2, 32),
-    s("g3x3 layer3 512ch 14 s1", 8, 512, 512, 14, 3, 1, 32),
-    s("g3x3 layer4 1024ch 14>7 s2", 8, 1024, 1024, 14, 3, 2, 32),
-    s("g3x3 layer4 1024ch 7 s1", 8, 1024, 1024, 7, 3, 1, 32),
-    s("g3x3 layer4 14>7 s2 b64", 64, 1024, 1024, 14, 3, 2, 32),
-    s("g3x3 layer4 7 s1 b64", 64, 1024, 1024, 7, 3, 1, 32),
-    s("1x1 layer1 256>128 56", 8, 256, 128, 56, 1, 1, 1),
-    s("1x1 layer1 128>256 56", 8, 128, 256, 56, 1, 1, 1),
-    s("1x1 layer3 1024>512 14", 8, 1024, 512, 14, 1, 1, 1),
-    s("1x1 layer4 1024>1024 14", 8, 1024, 1024, 14, 1, 1, 1),
-    s("1x1 layer4 1024>2048 7", 8, 1024, 2048, 7, 1, 1, 1),
-    s("1x1 layer4 2048>1024 7", 8, 2048, 1024, 7, 1, 1, 1),
-    s("1x1 down 1024>2048 14>7 s2", 8, 1024, 2048, 14, 1, 2, 1),
-    s("1x1 layer4 2048>1024 7 b64", 64, 2048, 1024, 7, 1, 1, 1),
+    s("g3x3 layer1 128ch 56 s1", 8, (128, 128), 56, 3, 1, 32),
+    s("g3x3 layer2 256ch 56>28 s2", 8, (256, 256), 56, 3, 2, 32),
+    s("g3x3 layer2 256ch 28 s1", 8, (256, 256), 28, 3, 1, 32),
+    s("g3x3 layer3 512ch 28>14 s2", 8, (512, 512), 28, 3, 2, 32),
+    s("g3x3 layer3 512ch 14 s1", 8, (512, 512), 14, 3, 1, 32),
+    s("g3x3 layer4 1024ch 14>7 s2", 8, (1024, 1024), 14, 3, 2, 32),
+    s("g3x3 layer4 1024ch 7 s1", 8, (1024, 1024), 7, 3, 1, 32),
+    s("g3x3 layer4 14>7 s2 b64", 64, (1024, 1024), 14, 3, 2, 32),
+    s("g3x3 layer4 7 s1 b64", 64, (1024, 1024), 7, 3, 1, 32),
+    s("1x1 layer1 256>128 56", 8, (256, 128), 56, 1, 1, 1),
+    s("1x1 layer1 128>256 56", 8, (128, 256), 56, 1, 1, 1),
+    s("1x1 layer3 1024>512 14", 8, (1024, 512), 14, 1, 1, 1),
+    s("1x1 layer4 1024>1024 14", 8, (1024, 1024), 14, 1, 1, 1),
+    s("1x1 layer4 1024>2048 7", 8, (1024, 2048), 7, 1, 1, 1),
+    s("1x1 layer4 2048>1024 7", 8, (2048, 1024), 7, 1, 1, 1),
+    s("1x1 down 1024>2048 14>7 s2", 8, (1024, 2048), 14, 1, 2, 1),
+    s("1x1 layer4 2048>1024 7 b64", 64, (2048, 1024), 7, 1, 1, 1),
 ];
 
 /// (forward seconds, forward+backward seconds) of `conv` on `sh`.
@@ -206,7 +207,14 @@ fn main() -> Result<()> {
         "{:<30} {:>9} {:>9} {:>11} {:>11}   (GFLOP/s)",
         "shape", "candle", "dfd-ops", "candle f+b", "dfd-ops f+b"
     );
-    for sh in SHAPES {
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    for sh in SHAPES
+        .iter()
+        .filter(|sh| only.is_none_or(|o| sh.name.contains(o.as_str())))
+    {
         let (cf, cb) = time_conv(candle_conv, sh, candle_backward)?;
         let (of, ob) = time_conv(dfd_ops::conv2d, sh, true)?;
         let gf = |t: f64, m: f64| m * sh.flops() / t / 1e9;

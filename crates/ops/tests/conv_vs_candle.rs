@@ -109,12 +109,12 @@ fn check(c: Case) -> Result<()> {
     check_with_view(c, &base, |t| Ok(t.clone()), true)
 }
 
+/// A case with "same" padding (`k / 2`); `hw` is (height, width).
 const fn case(
     n: usize,
     cin: usize,
     cout: usize,
-    h: usize,
-    w: usize,
+    hw: (usize, usize),
     k: usize,
     stride: usize,
     groups: usize,
@@ -123,8 +123,8 @@ const fn case(
         n,
         cin,
         cout,
-        h,
-        w,
+        h: hw.0,
+        w: hw.1,
         k,
         stride,
         pad: k / 2,
@@ -134,58 +134,58 @@ const fn case(
 
 #[test]
 fn grouped_3x3_stride_1() -> Result<()> {
-    check(case(3, 64, 64, 9, 9, 3, 1, 32))?; // several images per block
-    check(case(2, 64, 64, 17, 15, 3, 1, 32)) // one image per block, GEMM writes the output directly
+    check(case(3, 64, 64, (9, 9), 3, 1, 32))?; // several images per block
+    check(case(2, 64, 64, (17, 15), 3, 1, 32)) // one image per block, GEMM writes the output directly
 }
 
 #[test]
 fn grouped_3x3_stride_2() -> Result<()> {
-    check(case(3, 64, 64, 14, 14, 3, 2, 32))?;
-    check(case(3, 64, 64, 9, 7, 3, 2, 32))
+    check(case(3, 64, 64, (14, 14), 3, 2, 32))?;
+    check(case(3, 64, 64, (9, 7), 3, 2, 32))
 }
 
 #[test]
 fn groups_of_a_quarter_of_the_channels() -> Result<()> {
-    check(case(3, 32, 16, 7, 7, 3, 1, 8))?;
-    check(case(3, 32, 48, 9, 9, 3, 2, 8))
+    check(case(3, 32, 16, (7, 7), 3, 1, 8))?;
+    check(case(3, 32, 48, (9, 9), 3, 2, 8))
 }
 
 #[test]
 fn dense_3x3() -> Result<()> {
-    check(case(3, 8, 12, 7, 7, 3, 1, 1))?;
-    check(case(3, 8, 12, 9, 9, 3, 2, 1))?;
-    check(case(1, 8, 12, 17, 16, 3, 1, 1)) // one block: sequential, multi-threaded GEMMs
+    check(case(3, 8, 12, (7, 7), 3, 1, 1))?;
+    check(case(3, 8, 12, (9, 9), 3, 2, 1))?;
+    check(case(1, 8, 12, (17, 16), 3, 1, 1)) // one block: sequential, multi-threaded GEMMs
 }
 
 #[test]
 fn dense_3x3_without_padding() -> Result<()> {
     check(Case {
         pad: 0,
-        ..case(3, 8, 12, 9, 9, 3, 1, 1)
+        ..case(3, 8, 12, (9, 9), 3, 1, 1)
     })
 }
 
 #[test]
 fn pointwise_stride_1() -> Result<()> {
-    check(case(3, 24, 40, 14, 14, 1, 1, 1))?;
-    check(case(3, 24, 40, 7, 7, 1, 1, 1))?;
-    check(case(2, 24, 40, 17, 17, 1, 1, 1)) // views straight into the input and output
+    check(case(3, 24, 40, (14, 14), 1, 1, 1))?;
+    check(case(3, 24, 40, (7, 7), 1, 1, 1))?;
+    check(case(2, 24, 40, (17, 17), 1, 1, 1)) // views straight into the input and output
 }
 
 #[test]
 fn pointwise_stride_2() -> Result<()> {
-    check(case(3, 24, 40, 14, 14, 1, 2, 1))?;
-    check(case(3, 24, 40, 9, 9, 1, 2, 1))
+    check(case(3, 24, 40, (14, 14), 1, 2, 1))?;
+    check(case(3, 24, 40, (9, 9), 1, 2, 1))
 }
 
 #[test]
 fn non_contiguous_input() -> Result<()> {
     // x = base transposed in H and W: a strided view.
-    let c = case(3, 64, 64, 9, 7, 3, 1, 32);
+    let c = case(3, 64, 64, (9, 7), 3, 1, 32);
     let base = Var::from_tensor(&tensor(&[3, 64, 7, 9], 1)?)?;
     check_with_view(c, &base, |t| t.transpose(2, 3), true)?;
     // x = a channel slice of a wider tensor.
-    let c = case(3, 24, 40, 9, 9, 1, 2, 1);
+    let c = case(3, 24, 40, (9, 9), 1, 2, 1);
     let base = Var::from_tensor(&tensor(&[3, 30, 9, 9], 1)?)?;
     check_with_view(c, &base, |t| t.narrow(1, 3, 24), true)
 }
@@ -196,7 +196,7 @@ fn other_kernels_fall_back_to_candle() -> Result<()> {
     check_with_view(
         Case {
             pad: 3,
-            ..case(2, 3, 8, 17, 17, 7, 2, 1)
+            ..case(2, 3, 8, (17, 17), 7, 2, 1)
         },
         &base,
         |t| Ok(t.clone()),
