@@ -40,6 +40,9 @@ pub struct CurvePoint {
     pub accuracy: f64,
 }
 
+/// Reads one quantity (loss or accuracy) off a curve point.
+type CurveValue = fn(&CurvePoint) -> f64;
+
 /// The training log of one fold: batch points and validation points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FoldCurves {
@@ -59,7 +62,7 @@ pub fn training_curves(path: &Path, folds: &[FoldCurves]) -> Result<()> {
             .map(|p| p.loss)
             .filter(|l| l.is_finite())
             .fold(0.1, f64::max);
-        let panels_spec: [(&str, &str, f64, fn(&CurvePoint) -> f64); 2] = [
+        let panels_spec: [(&str, &str, f64, CurveValue); 2] = [
             ("Loss", "loss", max_loss * 1.05, |p| p.loss),
             ("Accuracy", "accuracy", 1.0, |p| p.accuracy),
         ];

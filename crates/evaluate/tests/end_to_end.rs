@@ -1,0 +1,286 @@
+//! The whole stage on a tiny hand-made run: two folds with known linear heads over 4-d test
+//! features. Scores are recomputed here in f64 and the metrics checked by brute force.
+
+use std::path::Path;
+use std::process::Command;
+
+use dfd_layout::manifest::{write_manifest, ManifestRow};
+use dfd_layout::runlog::{append, LogRecord};
+use dfd_layout::shards::{encode, ShardDir, TensorData};
+use dfd_layout::{backbone_key, DataRoot, PipelineConfig, Split};
+use safetensors::Dtype;
+use serde_json::Value;
+
+const N: usize = 40;
+const DIM: usize = 4;
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Deterministic features: column 0 leans towards the label, the rest is noise.
+fn features() -> (Vec<f32>, Vec<u8>) {
+    let mut state = 12345u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let labels: Vec<u8> = (0..N).map(|i| (i % 2) as u8).collect();
+    let x = labels
+        .iter()
+        .flat_map(|&y| {
+            let first = next() + 0.4 * f32::from(y);
+            [first, next(), next(), next()]
+        })
+        .collect::<Vec<f32>>();
+    (x, labels)
+}
+
+fn write_head(dir: &Path, weight: [f32; 8], bias: [f32; 2]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("head.json"),
+        r#"{"linear":{"input":4,"dropout":0.5}}"#,
+    )
+    .unwrap();
+    let (w, b) = (f32_bytes(&weight), f32_bytes(&bias));
+    let bytes = encode(&[
+        TensorData {
+            name: "classifier.2.weight",
+            dtype: Dtype::F32,
+            shape: vec![2, DIM],
+            data: &w,
+        },
+        TensorData {
+            name: "classifier.2.bias",
+            dtype: Dtype::F32,
+            shape: vec![2],
+            data: &b,
+        },
+    ])
+    .unwrap();
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+}
+
+/// P(fake) of the linear head, in f64.
+fn reference_scores(x: &[f32], weight: [f32; 8], bias: [f32; 2]) -> Vec<f64> {
+    x.chunks(DIM)
+        .map(|row| {
+            let logit = |c: usize| {
+                f64::from(bias[c])
+                    + row
+                        .iter()
+                        .zip(&weight[c * DIM..])
+                        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                        .sum::<f64>()
+            };
+            1.0 / (1.0 + (logit(0) - logit(1)).exp())
+        })
+        .collect()
+}
+
+/// Mann-Whitney AUC by enumerating all (real, fake) pairs.
+fn pairwise_auc(labels: &[u8], scores: &[f64]) -> f64 {
+    let (mut won, mut pairs) = (0.0, 0.0);
+    for (i, &yi) in labels.iter().enumerate() {
+        for (j, &yj) in labels.iter().enumerate() {
+            if yi == 1 && yj == 0 {
+                pairs += 1.0;
+                won += if scores[i] > scores[j] {
+                    1.0
+                } else if scores[i] == scores[j] {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    won / pairs
+}
+
+#[test]
+fn evaluates_a_two_fold_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataRoot::new(tmp.path().join("data"));
+    let config_path = tmp.path().join("toy.toml");
+    std::fs::write(
+        &config_path,
+        "seed = 3\n[dataset]\nname = \"toy\"\n[evaluate]\nbootstrap = 200\n",
+    )
+    .unwrap();
+    let cfg = PipelineConfig::load(&config_path).unwrap();
+
+    let (x, labels) = features();
+    let ids: Vec<u32> = (0..N as u32).collect();
+    let feature_dir = data.features(
+        "toy",
+        &backbone_key(&cfg.extract.arch, &cfg.extract.weights),
+        cfg.preprocess.size,
+        &cfg.extract.cut,
+        Split::Test,
+        0,
+    );
+    let shards = ShardDir::open(&feature_dir, "test-input", 1).unwrap();
+    let (xb, idb) = (f32_bytes(&x), dfd_layout::shards::u32_bytes(&ids));
+    shards
+        .write(
+            0,
+            &[
+                TensorData {
+                    name: "features",
+                    dtype: Dtype::F32,
+                    shape: vec![N, DIM],
+                    data: &xb,
+                },
+                TensorData {
+                    name: "labels",
+                    dtype: Dtype::U8,
+                    shape: vec![N],
+                    data: &labels,
+                },
+                TensorData {
+                    name: "ids",
+                    dtype: Dtype::U32,
+                    shape: vec![N],
+                    data: &idb,
+                },
+            ],
+        )
+        .unwrap();
+    assert!(shards.finish(serde_json::json!({})).unwrap());
+
+    let rows: Vec<ManifestRow> = (0..N)
+        .map(|i| ManifestRow {
+            id: i as u32,
+            path: match (labels[i], i % 3) {
+                (0, _) => format!("real/real_{i:05}.jpg"),
+                (_, 0) => format!("fake/easy_{i}_1111.jpg"),
+                (_, 1) => format!("fake/mid_{i}_0101.jpg"),
+                _ => format!("fake/hard_{i}_0001.jpg"),
+            },
+            label: labels[i],
+            split: Split::Test,
+            fold: None,
+            hash: String::new(),
+            width: 600,
+            height: 600,
+        })
+        .collect();
+    std::fs::create_dir_all(data.prepared("toy")).unwrap();
+    write_manifest(&data.manifest("toy"), &rows).unwrap();
+
+    let run = data.run("toy", "main");
+    std::fs::create_dir_all(run.path()).unwrap();
+    std::fs::copy(&config_path, run.config()).unwrap();
+    let heads = [
+        ([0.0, 0.1, 0.0, 0.0, 2.0, 0.0, -0.3, 0.0], [0.1, 0.0]),
+        ([0.5, 0.0, 0.0, 0.2, -1.0, 0.4, 0.0, 0.0], [0.0, 0.2]),
+    ];
+    for (k, (w, b)) in heads.iter().enumerate() {
+        let fold = run.fold(k as u8);
+        write_head(&fold.checkpoint("best"), *w, *b);
+        let log: Vec<LogRecord> = (1..=5)
+            .flat_map(|s| {
+                [
+                    LogRecord::Train {
+                        epoch: 0,
+                        step: s * 10,
+                        loss: 0.7 / s as f64,
+                        accuracy: 0.5 + 0.05 * s as f64,
+                        lr: 1e-4,
+                        time_s: s as f64,
+                    },
+                    LogRecord::Val {
+                        epoch: 0,
+                        step: s * 10,
+                        loss: 0.65,
+                        accuracy: 0.6,
+                        auc: Some(0.6),
+                        time_s: s as f64,
+                    },
+                ]
+            })
+            .collect();
+        append(&fold.metrics(), &log).unwrap();
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_dfd-evaluate"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--data-dir")
+        .arg(data.root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("mean ± std"), "{stdout}");
+
+    let eval = run.eval();
+    let metrics: Value =
+        serde_json::from_slice(&std::fs::read(eval.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["folds"].as_array().unwrap().len(), 2);
+    let mut accuracies = Vec::new();
+    for (k, (w, b)) in heads.iter().enumerate() {
+        let scores = reference_scores(&x, *w, *b);
+        let m = &metrics["folds"][k]["metrics"];
+        let correct = labels
+            .iter()
+            .zip(&scores)
+            .filter(|(&y, &s)| (s >= 0.5) == (y == 1))
+            .count();
+        let accuracy = correct as f64 / N as f64;
+        accuracies.push(accuracy);
+        assert_eq!(m["n"], N as u64);
+        assert!(
+            (m["accuracy"].as_f64().unwrap() - accuracy).abs() < 1e-12,
+            "fold {k}"
+        );
+        let auc = pairwise_auc(&labels, &scores);
+        assert!(
+            (m["roc_auc"].as_f64().unwrap() - auc).abs() < 1e-9,
+            "fold {k}: {} vs {auc}",
+            m["roc_auc"]
+        );
+        let boot = &m["bootstrap"];
+        assert_eq!(boot["config"]["resamples"], 200);
+        assert!(
+            boot["roc_auc"]["lower"].as_f64().unwrap()
+                <= boot["roc_auc"]["upper"].as_f64().unwrap()
+        );
+        let difficulties: Vec<&str> = metrics["folds"][k]["by_difficulty"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["difficulty"].as_str().unwrap())
+            .collect();
+        assert_eq!(difficulties, ["easy", "mid", "hard"]);
+    }
+    let mean = (accuracies[0] + accuracies[1]) / 2.0;
+    let cv_mean = metrics["cross_validation"]["accuracy"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!((cv_mean - mean).abs() < 1e-12);
+
+    for (file, size) in [
+        ("curves.png", (1200, 450)),
+        ("confusion.png", (480, 440)),
+        ("roc.png", (560, 520)),
+    ] {
+        let img = image::open(eval.join(file)).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), size, "{file}");
+        let first = img.get_pixel(0, 0);
+        assert!(img.pixels().any(|p| p != first), "{file} is blank");
+    }
+    let html = std::fs::read_to_string(eval.join("report.html")).unwrap();
+    assert_eq!(html.matches("data:image/png;base64,").count(), 3);
+    let md = std::fs::read_to_string(eval.join("report.md")).unwrap();
+    assert!(md.contains("](roc.png)"));
+    assert!(run.stage_marker("evaluate").exists());
+}
