@@ -30,7 +30,8 @@ fn mlp_head_learns_and_cross_validates() {
         "mlp",
         &synth,
         "head = \"mlp\"\nhidden = [64, 32]\ndropout = 0.2\nlr = 1e-3\nepochs = 8\nbatch_size = 16\n\
-         schedule = \"cosine\"\nwarmup_steps = 3\nlog_every = 2\nclass_weights = \"balanced\"",
+         schedule = \"cosine\"\nwarmup_steps = 3\nlog_every = 2\nclass_weights = \"balanced\"\n\
+         monitor = \"val_accuracy\"",
     );
     write_data(tmp.path(), &cfg, &synth);
     train(tmp.path(), &cfg, &["--folds", "all"]).unwrap();
@@ -185,7 +186,7 @@ fn a_fold_k_image_is_never_trained_on() {
 fn the_test_split_is_never_read() {
     let tmp = tempfile::tempdir().unwrap();
     let synth = Synth { copies: 0, ..Synth::default() };
-    let cfg_path = write_pipeline(tmp.path(), "notest", &synth, "head = \"linear\"\nepochs = 1");
+    let cfg_path = write_pipeline(tmp.path(), "notest", &synth, "head = \"linear\"\nlr = 1e-2\nepochs = 2");
     write_data(tmp.path(), &cfg_path, &synth);
     let cfg = PipelineConfig::load(&cfg_path).unwrap();
     // Poison the test split's feature directory: any attempt to read it fails.
