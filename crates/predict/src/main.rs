@@ -30,8 +30,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Score image files with a trained run: P(fake), a label, and optional Grad-CAM heatmaps.
 ///
 /// Writes one row per file (path, p_fake, label, error, detail[, heatmap]) as CSV or JSON lines.
-/// Each image goes through the run's test-time preprocessing (decode with EXIF orientation, Resize
-/// + CenterCrop to preprocess.size), its backbone and its head. For a cross-validation run, P(fake)
+/// Each image goes through the run's test-time preprocessing (decode with EXIF orientation, resize
+/// and centre-crop to preprocess.size), its backbone and its head. For a cross-validation run, P(fake)
 /// is the mean over the trained folds unless --fold picks one. A file that cannot be decoded
 /// gets a row with its reject reason and a warning, and does not stop the others; the exit status
 /// is non-zero only for usage errors or when no file at all could be scored. Logs: RUST_LOG

@@ -88,7 +88,8 @@ pub struct RowWriter<W: Write> {
 }
 
 enum Sink<W: Write> {
-    Csv(csv::Writer<W>),
+    /// Boxed: the CSV writer carries a few hundred bytes of state.
+    Csv(Box<csv::Writer<W>>),
     Jsonl(W),
 }
 
@@ -96,7 +97,7 @@ impl<W: Write> RowWriter<W> {
     /// A writer of `format`; the `heatmap` column exists only when `heatmaps` is set.
     pub fn new(format: Format, heatmaps: bool, out: W) -> Self {
         let sink = match format {
-            Format::Csv => Sink::Csv(csv::Writer::from_writer(out)),
+            Format::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(out))),
             Format::Jsonl => Sink::Jsonl(out),
         };
         Self { sink, heatmaps }
