@@ -1,8 +1,6 @@
 //! Shared helpers for the fidelity tests: the fixture reader and the deterministic parameter
 //! generator that `scripts/make_reference.py` uses (bit-identical to its `det_param`).
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
