@@ -54,8 +54,9 @@ struct Args {
     #[arg(long)]
     checkpoint: Option<String>,
     /// Decision threshold on P(fake) (label fake when p_fake >= it): a number in [0, 1], or `eer`
-    /// for the equal-error-rate threshold dfd-evaluate stored in <run>/eval/metrics.json (field
-    /// eer_threshold). Default: the config's evaluate.threshold (0.5 unless changed).
+    /// for the equal-error-rate threshold dfd-evaluate stored in <run>/eval/metrics.json (top-level
+    /// eer_threshold if present, else the mean of the used folds' metrics.eer.threshold, which
+    /// evaluate computes on the test split). Default: the config's evaluate.threshold (0.5 unless changed).
     #[arg(long)]
     threshold: Option<ThresholdArg>,
     /// Output format.
@@ -115,7 +116,6 @@ fn run(args: &Args) -> Result<()> {
             args.run.display()
         )
     })?;
-    let (threshold, threshold_source) = threshold::resolve(args.threshold.as_ref(), &run, &config)?;
     let files = inputs::collect(&args.inputs)?;
     let batch_size = args.batch_size.unwrap_or(config.extract.batch_size);
     if batch_size == 0 {
@@ -134,6 +134,8 @@ fn run(args: &Args) -> Result<()> {
             args.run.display()
         );
     }
+    let (threshold, threshold_source) =
+        threshold::resolve(args.threshold.as_ref(), &run, &config, &folds)?;
     let checkpoint = args
         .checkpoint
         .as_deref()

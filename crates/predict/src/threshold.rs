@@ -36,13 +36,16 @@ impl FromStr for ThresholdArg {
 }
 
 /// The threshold to use (an image is `fake` when P(fake) ≥ it) and a phrase saying where it came
-/// from: `--threshold <x>`, `--threshold eer` (field `eer_threshold` of `<run>/eval/metrics.json`,
-/// an error naming the file when it or the field is missing), or by default the run config's
-/// `evaluate.threshold`.
+/// from: `--threshold <x>`; by default the run config's `evaluate.threshold`; or for
+/// `--threshold eer`, from `<run>/eval/metrics.json` (dfd-evaluate's output): its top-level
+/// `eer_threshold` when present, otherwise the mean over `folds` of each fold's
+/// `folds[i].metrics.eer.threshold` (evaluate's per-fold EER threshold, computed on the test
+/// split). A missing file, fold or field is an error naming the file.
 pub fn resolve(
     arg: Option<&ThresholdArg>,
     run: &RunDir,
     config: &PipelineConfig,
+    folds: &[u8],
 ) -> Result<(f64, String)> {
     match arg {
         None => Ok((
@@ -56,12 +59,43 @@ pub fn resolve(
                 bail!("--threshold eer reads {}, which does not exist: run dfd-evaluate on this run first", path.display());
             }
             let metrics: serde_json::Value = dfd_layout::atomic::read_json(&path)?;
-            match metrics.get(EER_FIELD).and_then(serde_json::Value::as_f64) {
-                Some(t) if t.is_finite() => Ok((t, format!("{EER_FIELD} of {}", path.display()))),
-                _ => bail!("{} has no numeric top-level `{EER_FIELD}`", path.display()),
+            if let Some(t) = metrics.get(EER_FIELD).and_then(serde_json::Value::as_f64) {
+                return Ok((t, format!("{EER_FIELD} of {}", path.display())));
             }
+            let thresholds = folds
+                .iter()
+                .map(|&k| {
+                    fold_eer_threshold(&metrics, k)
+                        .with_context(|| format!("reading --threshold eer from {}", path.display()))
+                })
+                .collect::<Result<Vec<f64>>>()?;
+            let mean = thresholds.iter().sum::<f64>() / thresholds.len() as f64;
+            Ok((
+                mean,
+                format!(
+                    "mean test-split EER threshold of fold(s) {folds:?} in {}",
+                    path.display()
+                ),
+            ))
         }
     }
+}
+
+/// `metrics.eer.threshold` of the entry of `folds` whose `fold` is `k`.
+fn fold_eer_threshold(metrics: &serde_json::Value, k: u8) -> Result<f64> {
+    let entries = metrics.get("folds").and_then(serde_json::Value::as_array);
+    let entry = entries
+        .and_then(|folds| {
+            folds
+                .iter()
+                .find(|f| f.get("fold").and_then(serde_json::Value::as_u64) == Some(u64::from(k)))
+        })
+        .with_context(|| format!("no `{EER_FIELD}` and no evaluation of fold {k}"))?;
+    entry
+        .pointer("/metrics/eer/threshold")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|t| t.is_finite())
+        .with_context(|| format!("fold {k} has no numeric metrics.eer.threshold"))
 }
 
 #[cfg(test)]
@@ -86,25 +120,29 @@ mod tests {
         let run = RunDir::new(dir.path());
         let mut config = PipelineConfig::default();
         config.evaluate.threshold = 0.7;
-        assert_eq!(resolve(None, &run, &config).unwrap().0, 0.7);
-        assert_eq!(
-            resolve(Some(&ThresholdArg::Value(0.2)), &run, &config)
-                .unwrap()
-                .0,
-            0.2
-        );
+        let eer = Some(&ThresholdArg::Eer);
+        assert_eq!(resolve(None, &run, &config, &[0]).unwrap().0, 0.7);
+        let flag = ThresholdArg::Value(0.2);
+        assert_eq!(resolve(Some(&flag), &run, &config, &[0]).unwrap().0, 0.2);
 
-        let err = resolve(Some(&ThresholdArg::Eer), &run, &config).unwrap_err();
+        let err = resolve(eer, &run, &config, &[0]).unwrap_err();
         assert!(err.to_string().contains("dfd-evaluate"), "{err}");
         std::fs::create_dir_all(run.eval()).unwrap();
         let metrics = run.eval().join(EVAL_METRICS);
-        std::fs::write(&metrics, r#"{"auc": 0.9}"#).unwrap();
-        let err = resolve(Some(&ThresholdArg::Eer), &run, &config).unwrap_err();
-        assert!(err.to_string().contains(EER_FIELD), "{err}");
-        std::fs::write(&metrics, r#"{"auc": 0.9, "eer_threshold": 0.4375}"#).unwrap();
+        // dfd-evaluate's layout: one entry per fold, each with metrics.eer.{rate, threshold}.
+        let fold = |k: u8, t: f64| serde_json::json!({"fold": k, "metrics": {"eer": {"rate": 0.3, "threshold": t}}});
+        let folds = [fold(0, 0.25), fold(1, 0.5), fold(2, 0.125)];
+        let evaluated = serde_json::json!({"threshold": 0.5, "folds": folds});
+        std::fs::write(&metrics, evaluated.to_string()).unwrap();
+        assert_eq!(resolve(eer, &run, &config, &[1]).unwrap().0, 0.5);
         assert_eq!(
-            resolve(Some(&ThresholdArg::Eer), &run, &config).unwrap().0,
-            0.4375
+            resolve(eer, &run, &config, &[0, 1, 2]).unwrap().0,
+            0.875 / 3.0
         );
+        let err = resolve(eer, &run, &config, &[0, 3]).unwrap_err();
+        assert!(format!("{err:#}").contains("fold 3"), "{err:#}");
+        // A top-level eer_threshold takes precedence.
+        std::fs::write(&metrics, r#"{"eer_threshold": 0.4375, "folds": []}"#).unwrap();
+        assert_eq!(resolve(eer, &run, &config, &[0]).unwrap().0, 0.4375);
     }
 }
