@@ -64,14 +64,13 @@ fn main() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let todo: usize = jobs.iter().map(DirJob::todo_rows).sum();
 
-    let started = Instant::now();
-    if todo == 0 {
+    let seconds = if todo == 0 {
         info!("nothing to do: every feature shard of this process is already written");
+        0.0
     } else {
         let device = args.device.as_deref().unwrap_or(&x.device);
-        compute(&jobs, &spec, &weights, device, batch_size, todo)?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+        compute(&jobs, &spec, &weights, device, batch_size, todo)?
+    };
 
     let mut complete = true;
     for job in &jobs {
@@ -106,6 +105,7 @@ fn main() -> Result<()> {
 }
 
 /// Loads the backbone on `device` and fills every job's missing shards, with a progress bar.
+/// Returns the seconds spent extracting (reading, computing, writing; not loading the model).
 fn compute(
     jobs: &[DirJob],
     spec: &FeatureSpec,
@@ -113,7 +113,7 @@ fn compute(
     device: &str,
     batch_size: usize,
     todo: usize,
-) -> Result<()> {
+) -> Result<f64> {
     let device = parse_device(device)?;
     let backbone = Backbone::load(&spec.arch, weights, &device, DType::F32)
         .with_context(|| format!("loading the {} backbone", spec.arch_name))?;
@@ -125,6 +125,7 @@ fn compute(
         batch_size,
         "extracting features"
     );
+    let started = Instant::now();
     let bar = progress(todo as u64, "img");
     for job in jobs.iter().filter(|j| !j.todo.is_empty()) {
         bar.set_message(job.plan.output.display().to_string());
@@ -132,5 +133,5 @@ fn compute(
         extract_dir(job, spec, &backbone, &device, batch_size, &bar)?;
     }
     bar.finish_and_clear();
-    Ok(())
+    Ok(started.elapsed().as_secs_f64())
 }

@@ -260,18 +260,21 @@ fn memory_stays_flat_as_the_data_set_grows() {
     // layer3 maps at 32 px in f32: 1024×2×2×4 = 16 KiB per image, 1 MiB feature shards.
     let extract = "cut = \"layer3\"\ndtype = \"f32\"\nbatch_size = 16";
     let small = Setup::new(100, 20, 256, 1 << 20, extract);
-    let large = Setup::new(1600, 400, 256, 1 << 20, extract);
+    let large = Setup::new(1200, 300, 256, 1 << 20, extract);
     let small_peak = peak_rss_mib(&small.run(&[]));
     let large_peak = peak_rss_mib(&large.run(&[]));
-    let rows = 1600 * 2 + 400;
+    let rows = 1200 * 2 + 300;
     let data_mib = (rows * (16 << 10) + rows * 3 * SIZE * SIZE) as f64 / (1 << 20) as f64;
     println!("peak RSS: {small_peak:.1} MiB for 220 images, {large_peak:.1} MiB for {rows} ({data_mib:.0} MiB of images + features)");
-    assert!(data_mib > 60.0);
+    assert!(
+        data_mib > 45.0,
+        "{data_mib} MiB is too little to show growth"
+    );
     assert!(
         large_peak < small_peak + 16.0,
         "peak RSS grew from {small_peak:.1} to {large_peak:.1} MiB with the data set ({data_mib:.0} MiB)"
     );
     let features = read_features(&large.features().join("s32-layer3/test/a0"));
-    assert_eq!(features.ids, (100_000..100_400).collect::<Vec<u32>>());
+    assert_eq!(features.ids, (100_000..100_300).collect::<Vec<u32>>());
     assert!(f32s(&features.bytes).iter().all(|v| v.is_finite()));
 }
