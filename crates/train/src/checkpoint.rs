@@ -87,8 +87,7 @@ pub fn save(
     opt.save(&tmp.join(CHECKPOINT_OPTIMIZER))?;
     write_json_atomic(&tmp.join(CHECKPOINT_STATE), state)?;
     if dir.exists() {
-        std::fs::rename(&dir, &old)
-            .with_context(|| format!("moving {} aside", dir.display()))?;
+        std::fs::rename(&dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
     }
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
@@ -125,7 +124,13 @@ pub fn read_state(fold: &FoldDir, tag: &str) -> Result<Option<TrainState>> {
 }
 
 /// Loads checkpoint `tag`'s weights into `varmap` and its moments into `opt`.
-pub fn restore(fold: &FoldDir, tag: &str, varmap: &mut VarMap, opt: &mut Optimizer, state: &TrainState) -> Result<()> {
+pub fn restore(
+    fold: &FoldDir,
+    tag: &str,
+    varmap: &mut VarMap,
+    opt: &mut Optimizer,
+    state: &TrainState,
+) -> Result<()> {
     let dir = fold.checkpoint(tag);
     let weights = dir.join(CHECKPOINT_WEIGHTS);
     varmap

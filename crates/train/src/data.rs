@@ -79,7 +79,11 @@ impl FeatureSet {
         Ok((set, sources))
     }
 
-    fn add_shard(&mut self, reader: ShardReader, keep: &impl Fn(u32) -> Result<bool>) -> Result<()> {
+    fn add_shard(
+        &mut self,
+        reader: ShardReader,
+        keep: &impl Fn(u32) -> Result<bool>,
+    ) -> Result<()> {
         let view = reader.tensor(FEATURES)?;
         ensure!(
             matches!(view.dtype(), Dtype::F16 | Dtype::F32),
@@ -215,7 +219,12 @@ pub fn train_features_dir(data: &DataRoot, cfg: &PipelineConfig, copy: u32) -> P
 impl FoldData {
     /// Opens fold `fold`'s training rows (copies of other folds) and validation rows (fold
     /// `fold`'s `a0`). Every id in the shards must be a train-split manifest row with a fold.
-    pub fn open(data: &DataRoot, cfg: &PipelineConfig, manifest: &[ManifestRow], fold: u8) -> Result<Self> {
+    pub fn open(
+        data: &DataRoot,
+        cfg: &PipelineConfig,
+        manifest: &[ManifestRow],
+        fold: u8,
+    ) -> Result<Self> {
         let fold_of = |id: u32| -> Result<u8> {
             manifest
                 .get(id as usize)
@@ -229,7 +238,9 @@ impl FoldData {
                 })
         };
         let copies = cfg.train.copies.min(cfg.preprocess.copies);
-        let train_dirs: Vec<PathBuf> = (0..=copies).map(|c| train_features_dir(data, cfg, c)).collect();
+        let train_dirs: Vec<PathBuf> = (0..=copies)
+            .map(|c| train_features_dir(data, cfg, c))
+            .collect();
         let a0 = train_dirs[0].clone();
         let (train, mut sources) = FeatureSet::open(&train_dirs, |id| Ok(fold_of(id)? != fold))?;
         let (val, val_sources) = FeatureSet::open(&[a0], |id| Ok(fold_of(id)? == fold))?;
@@ -255,7 +266,8 @@ impl FoldData {
     /// may be smaller).
     pub fn epoch_batches(&self, seed: u64, epoch: usize, batch_size: usize) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.train.len()).collect();
-        let mut rng = dfd_layout::rng::stream(seed, "shuffle", &[u64::from(self.fold), epoch as u64]);
+        let mut rng =
+            dfd_layout::rng::stream(seed, "shuffle", &[u64::from(self.fold), epoch as u64]);
         order.shuffle(&mut rng);
         order.chunks(batch_size).map(<[usize]>::to_vec).collect()
     }

@@ -74,7 +74,8 @@ pub fn init_head(
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let seed: u64 = dfd_layout::rng::stream(cfg.seed, "init", &[u64::from(fold)]).random();
-    let head = Head::new_seeded(spec, vb, seed).with_context(|| format!("building head {spec:?}"))?;
+    let head =
+        Head::new_seeded(spec, vb, seed).with_context(|| format!("building head {spec:?}"))?;
     let identity = match spec {
         HeadSpec::FinetuneLayer4 { arch, .. } => {
             let source: WeightsSource = cfg.extract.weights.parse()?;
@@ -150,7 +151,12 @@ impl FoldJob<'_> {
             Some(state) => {
                 self.check_resumable(&state, &weights_identity)?;
                 checkpoint::restore(&self.dir, "last", &mut varmap, &mut opt, &state)?;
-                tracing::info!(fold, step = state.step, epoch = state.epoch, "resuming from checkpoints/last");
+                tracing::info!(
+                    fold,
+                    step = state.step,
+                    epoch = state.epoch,
+                    "resuming from checkpoints/last"
+                );
                 state
             }
             None => TrainState {
@@ -243,7 +249,8 @@ impl Trainer<'_> {
             for batch in &batches[state.step % self.batches_per_epoch..] {
                 let lr = self.schedule.lr(state.step, epoch);
                 let (x, y) = job.data.train.batch(batch, &job.device)?;
-                let mut rng = dfd_layout::rng::stream(seed, "dropout", &[u64::from(fold), state.step as u64]);
+                let mut rng =
+                    dfd_layout::rng::stream(seed, "dropout", &[u64::from(fold), state.step as u64]);
                 let out = train_step(&self.head, &mut self.opt, &x, &y, &self.settings, lr, &mut rng)
                     .map_err(|e| match e.downcast_ref::<NonFiniteLoss>() {
                         Some(bad) => anyhow::anyhow!(
@@ -256,7 +263,7 @@ impl Trainer<'_> {
                     })?;
                 state.step += 1;
                 state.elapsed_s = elapsed_before + session.elapsed().as_secs_f64();
-                if train.log_every > 0 && state.step % train.log_every == 0 {
+                if train.log_every > 0 && state.step.is_multiple_of(train.log_every) {
                     let record = LogRecord::Train {
                         epoch,
                         step: state.step,
@@ -268,10 +275,10 @@ impl Trainer<'_> {
                     self.append(log, &mut state, record)?;
                     bar.set_message(format!("fold {fold} loss {:.4}", out.loss));
                 }
-                let end_of_epoch = state.step % self.batches_per_epoch == 0;
+                let end_of_epoch = state.step.is_multiple_of(self.batches_per_epoch);
                 let validate_now = match train.eval_every {
                     0 => end_of_epoch,
-                    n => state.step % n == 0 || state.step == self.total_steps,
+                    n => state.step.is_multiple_of(n) || state.step == self.total_steps,
                 };
                 state.epoch = state.step / self.batches_per_epoch;
                 if validate_now {
@@ -285,7 +292,12 @@ impl Trainer<'_> {
                     std::thread::sleep(job.throttle);
                 }
                 if self.stopped_early(&state) {
-                    tracing::info!(fold, step = state.step, "early stop: no improvement in {} validations", train.patience);
+                    tracing::info!(
+                        fold,
+                        step = state.step,
+                        "early stop: no improvement in {} validations",
+                        train.patience
+                    );
                     break;
                 }
             }
@@ -297,7 +309,12 @@ impl Trainer<'_> {
     /// Validates, logs, and updates `best` (saving its checkpoint) and the patience counter.
     fn validate(&mut self, log: &Path, state: &mut TrainState, epoch: usize) -> Result<()> {
         let job = self.job;
-        let v: Validation = validate(&self.head, &job.data.val, job.cfg.train.batch_size, &job.device)?;
+        let v: Validation = validate(
+            &self.head,
+            &job.data.val,
+            job.cfg.train.batch_size,
+            &job.device,
+        )?;
         let record = LogRecord::Val {
             epoch,
             step: state.step,
@@ -315,7 +332,10 @@ impl Trainer<'_> {
                 auc: b.val_auc,
             })
         });
-        if self.monitor.improves(self.monitor.value(&v), best_value.flatten()) {
+        if self
+            .monitor
+            .improves(self.monitor.value(&v), best_value.flatten())
+        {
             state.best = Some(Best {
                 epoch,
                 step: state.step,
@@ -338,6 +358,13 @@ impl Trainer<'_> {
     }
 
     fn save(&self, tag: &str, state: &TrainState) -> Result<()> {
-        checkpoint::save(&self.job.dir, tag, &self.varmap, &self.spec, &self.opt, state)
+        checkpoint::save(
+            &self.job.dir,
+            tag,
+            &self.varmap,
+            &self.spec,
+            &self.opt,
+            state,
+        )
     }
 }

@@ -11,7 +11,11 @@ use dfd_layout::config::ClassWeights;
 
 /// Mean negative log-likelihood of `targets` (u32, N) under `logits` (N×2), weighted per class
 /// as PyTorch's `cross_entropy(weight=w)`: `Σ w[yᵢ]·nllᵢ / Σ w[yᵢ]`.
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: Option<[f32; 2]>) -> Result<Tensor> {
+pub fn cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: Option<[f32; 2]>,
+) -> Result<Tensor> {
     let nll = candle_nn::ops::log_softmax(logits, D::Minus1)
         .and_then(|lp| lp.gather(&targets.unsqueeze(1)?, 1))
         .and_then(|lp| lp.squeeze(1))
@@ -44,7 +48,10 @@ pub fn class_weights(cfg: &ClassWeights, labels: &[u8]) -> Result<Option<[f32; 2
                 "class_weights = \"balanced\" needs both classes in the training rows ({real} real, {fake} fake)"
             );
             let n = labels.len() as f64;
-            Some([(n / (2.0 * real as f64)) as f32, (n / (2.0 * fake as f64)) as f32])
+            Some([
+                (n / (2.0 * real as f64)) as f32,
+                (n / (2.0 * fake as f64)) as f32,
+            ])
         }
         ClassWeights::Explicit([r, f]) => Some([*r as f32, *f as f32]),
     })
@@ -96,9 +103,17 @@ mod tests {
             z - [a, b][t]
         };
         let n = [nll(2.0, 0.0, 0), nll(0.0, 1.0, 1), nll(1.0, 1.0, 1)];
-        let plain: f64 = cross_entropy(&logits, &y, None).unwrap().to_scalar::<f32>().unwrap().into();
+        let plain: f64 = cross_entropy(&logits, &y, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .into();
         assert!((plain - n.iter().sum::<f64>() / 3.0).abs() < 1e-6);
-        let w: f64 = cross_entropy(&logits, &y, Some([3.0, 1.0])).unwrap().to_scalar::<f32>().unwrap().into();
+        let w: f64 = cross_entropy(&logits, &y, Some([3.0, 1.0]))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .into();
         assert!((w - (3.0 * n[0] + n[1] + n[2]) / 5.0).abs() < 1e-6);
         assert!((accuracy(&logits, &y).unwrap() - 1.0).abs() < 1e-12);
     }
@@ -107,7 +122,10 @@ mod tests {
     fn balanced_weights_are_inverse_frequency() {
         let w = class_weights(&ClassWeights::Named("balanced".into()), &[0, 0, 0, 1]).unwrap();
         assert_eq!(w, Some([4.0 / 6.0, 2.0]));
-        assert_eq!(class_weights(&ClassWeights::default(), &[0, 1]).unwrap(), None);
+        assert_eq!(
+            class_weights(&ClassWeights::default(), &[0, 1]).unwrap(),
+            None
+        );
     }
 
     #[test]

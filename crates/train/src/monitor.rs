@@ -21,7 +21,9 @@ impl FromStr for Monitor {
             "val_auc" => Ok(Self::ValAuc),
             "val_accuracy" => Ok(Self::ValAccuracy),
             "val_loss" => Ok(Self::ValLoss),
-            other => bail!("train.monitor must be `val_auc`, `val_accuracy` or `val_loss`, got `{other}`"),
+            other => bail!(
+                "train.monitor must be `val_auc`, `val_accuracy` or `val_loss`, got `{other}`"
+            ),
         }
     }
 }

@@ -96,12 +96,20 @@ impl Optimizer {
 
     /// Current values of every variable, flattened, as f32 on the host.
     pub fn values(&self) -> Result<Vec<Vec<f32>>> {
-        self.params.iter().map(|p| host_values(&p.var, &p.name)).collect()
+        self.params
+            .iter()
+            .map(|p| host_values(&p.var, &p.name))
+            .collect()
     }
 
     /// One step at rate `lr` given each variable's current `values` (from [`Optimizer::values`])
     /// and gradient (`None`: the variable got no gradient and is left alone, as PyTorch does).
-    pub fn step(&mut self, values: Vec<Vec<f32>>, grads: &[Option<Vec<f32>>], lr: f64) -> Result<()> {
+    pub fn step(
+        &mut self,
+        values: Vec<Vec<f32>>,
+        grads: &[Option<Vec<f32>>],
+        lr: f64,
+    ) -> Result<()> {
         ensure!(
             values.len() == self.params.len() && grads.len() == self.params.len(),
             "optimiser step with {} values and {} gradients for {} variables",
@@ -171,20 +179,22 @@ impl Optimizer {
             })
             .collect();
         let encoded = encode(&tensors)?;
-        std::fs::write(path, encoded).with_context(|| format!("writing optimiser state {}", path.display()))
+        std::fs::write(path, encoded)
+            .with_context(|| format!("writing optimiser state {}", path.display()))
     }
 
     /// Restores moments written by [`Optimizer::save`] and sets the step count to `steps`.
     pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading optimiser state {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading optimiser state {}", path.display()))?;
         let st = SafeTensors::deserialize(&bytes)
             .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
         for p in &mut self.params {
             for (prefix, dst) in [("m", &mut p.m), ("v", &mut p.v)] {
                 let name = format!("{prefix}.{}", p.name);
-                let view = st
-                    .tensor(&name)
-                    .with_context(|| format!("optimiser state {} has no `{name}`", path.display()))?;
+                let view = st.tensor(&name).with_context(|| {
+                    format!("optimiser state {} has no `{name}`", path.display())
+                })?;
                 ensure!(
                     view.dtype() == Dtype::F32 && view.data().len() == dst.len() * 4,
                     "optimiser state {}: `{name}` does not match the model ({} values expected)",

@@ -69,7 +69,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         val_auc = ?summary.val_auc,
         "training done"
     );
-    mark_done(&ctx.run, "train", &json!({ "folds": folds, "summary": CV_SUMMARY }))
+    mark_done(
+        &ctx.run,
+        "train",
+        &json!({ "folds": folds, "summary": CV_SUMMARY }),
+    )
 }
 
 /// Writes the run's `config.toml`, or checks that an existing one is byte-equal: a run directory

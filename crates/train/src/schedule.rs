@@ -18,7 +18,10 @@ pub struct LrSchedule {
 enum Kind {
     None,
     /// Multiply by `gamma` every `every_epochs` epochs.
-    Step { every_epochs: usize, gamma: f64 },
+    Step {
+        every_epochs: usize,
+        gamma: f64,
+    },
     /// Half a cosine from the base rate (after warm-up) down to 0 at the last step.
     Cosine,
 }

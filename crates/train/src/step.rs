@@ -67,7 +67,9 @@ pub fn train_step(
     lr: f64,
     rng: &mut impl Rng,
 ) -> Result<StepOutput> {
-    let logits = head.forward_t_with(x, true, rng).context("training forward pass")?;
+    let logits = head
+        .forward_t_with(x, true, rng)
+        .context("training forward pass")?;
     let ce = cross_entropy(&logits, y, settings.class_weights)?;
     let grads = ce.backward().context("backward pass")?;
     let values = opt.values()?;
@@ -117,13 +119,20 @@ pub struct Validation {
 }
 
 /// Runs the head in eval mode over every row of `set`, `batch_size` rows at a time.
-pub fn validate(head: &Head, set: &FeatureSet, batch_size: usize, device: &Device) -> Result<Validation> {
+pub fn validate(
+    head: &Head,
+    set: &FeatureSet,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Validation> {
     let mut scores = Vec::with_capacity(set.len());
     let mut nll_sum = 0.0;
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(batch_size) {
         let (x, y) = set.batch(chunk, device)?;
-        let logits = head.forward_t(&x, false).context("validation forward pass")?;
+        let logits = head
+            .forward_t(&x, false)
+            .context("validation forward pass")?;
         let n = chunk.len() as f64;
         nll_sum += n * f64::from(cross_entropy(&logits, &y, None)?.to_scalar::<f32>()?);
         let p_fake = candle_nn::ops::softmax(&logits, D::Minus1)

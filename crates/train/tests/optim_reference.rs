@@ -47,13 +47,22 @@ fn reference() -> Reference {
 fn check(kind: OptimizerKind, steps: &[Step], r: &Reference) {
     let dev = Device::Cpu;
     let varmap = VarMap::new();
-    let spec = HeadSpec::Mlp { input: 8, hidden: vec![6], dropout: 0.0 };
+    let spec = HeadSpec::Mlp {
+        input: 8,
+        hidden: vec![6],
+        dropout: 0.0,
+    };
     let head = Head::new(&spec, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
     for (name, var) in varmap.data().lock().unwrap().iter() {
         let init = Tensor::from_vec(r.init[name].clone(), r.shapes[name].clone(), &dev).unwrap();
         var.set(&init).unwrap();
     }
-    let cfg = AdamConfig { kind, betas: r.hyper.betas, eps: r.hyper.eps, weight_decay: r.hyper.weight_decay };
+    let cfg = AdamConfig {
+        kind,
+        betas: r.hyper.betas,
+        eps: r.hyper.eps,
+        weight_decay: r.hyper.weight_decay,
+    };
     let mut opt = Optimizer::new(cfg, named_trainable(&head, &varmap).unwrap());
     let settings = StepSettings {
         l1: r.hyper.l1,
@@ -65,16 +74,29 @@ fn check(kind: OptimizerKind, steps: &[Step], r: &Reference) {
     for (i, expected) in steps.iter().enumerate() {
         let mut rng = dfd_layout::rng::stream(0, "unused", &[]);
         let out = train_step(&head, &mut opt, &x, &y, &settings, r.hyper.lr, &mut rng).unwrap();
-        assert!((out.loss - expected.loss).abs() < 1e-5, "{kind:?} step {i}: loss {} vs torch {}", out.loss, expected.loss);
+        assert!(
+            (out.loss - expected.loss).abs() < 1e-5,
+            "{kind:?} step {i}: loss {} vs torch {}",
+            out.loss,
+            expected.loss
+        );
         let names: Vec<String> = opt.vars().map(|(n, _)| n.to_owned()).collect();
         for (name, got) in names.iter().zip(opt.values().unwrap()) {
             let want = &expected.params[name];
-            let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
-            assert!(worst < 2e-6, "{kind:?} step {i}: `{name}` differs from torch by {worst}");
+            let worst = got
+                .iter()
+                .zip(want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 2e-6,
+                "{kind:?} step {i}: `{name}` differs from torch by {worst}"
+            );
         }
     }
     // The steps moved the parameters (lr 0.01): the comparison is not vacuous.
-    let moved = (r.init["classifier.2.weight"][0] - steps[1].params["classifier.2.weight"][0]).abs();
+    let moved =
+        (r.init["classifier.2.weight"][0] - steps[1].params["classifier.2.weight"][0]).abs();
     assert!(moved > 1e-3, "{moved}");
 }
 
@@ -95,13 +117,26 @@ fn optimiser_state_round_trips() {
     let r = reference();
     let dev = Device::Cpu;
     let varmap = VarMap::new();
-    let spec = HeadSpec::Linear { input: 8, dropout: 0.0 };
-    let head = Head::new_seeded(&spec, VarBuilder::from_varmap(&varmap, DType::F32, &dev), 5).unwrap();
-    let cfg = AdamConfig { kind: OptimizerKind::Adam, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 };
+    let spec = HeadSpec::Linear {
+        input: 8,
+        dropout: 0.0,
+    };
+    let head =
+        Head::new_seeded(&spec, VarBuilder::from_varmap(&varmap, DType::F32, &dev), 5).unwrap();
+    let cfg = AdamConfig {
+        kind: OptimizerKind::Adam,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
     let mut opt = Optimizer::new(cfg, named_trainable(&head, &varmap).unwrap());
     let x = Tensor::from_vec(r.x.clone(), r.x_shape.clone(), &dev).unwrap();
     let y = Tensor::from_vec(r.y.clone(), r.y.len(), &dev).unwrap();
-    let settings = StepSettings { l1: 0.0, clip_grad_norm: 0.0, class_weights: None };
+    let settings = StepSettings {
+        l1: 0.0,
+        clip_grad_norm: 0.0,
+        class_weights: None,
+    };
     let mut rng = dfd_layout::rng::stream(0, "unused", &[]);
     train_step(&head, &mut opt, &x, &y, &settings, 0.01, &mut rng).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -111,6 +146,9 @@ fn optimiser_state_round_trips() {
     fresh.load(&path, opt.steps()).unwrap();
     let path2 = tmp.path().join("opt2.safetensors");
     fresh.save(&path2).unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&path2).unwrap());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&path2).unwrap()
+    );
     assert_eq!(fresh.steps(), 1);
 }

@@ -16,8 +16,15 @@ const TRAIN: &str = "head = \"mlp\"\nhidden = [16]\ndropout = 0.3\noptimizer = \
 
 fn command(data: &Path, cfg: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dfd-train"));
-    cmd.args(["--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--throttle-ms", "15"])
-        .env("RUST_LOG", "warn");
+    cmd.args([
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--throttle-ms",
+        "15",
+    ])
+    .env("RUST_LOG", "warn");
     cmd
 }
 
@@ -35,12 +42,36 @@ fn log_without_times(data: &Path) -> Vec<LogRecord> {
         .unwrap()
         .into_iter()
         .map(|r| match r {
-            LogRecord::Train { epoch, step, loss, accuracy, lr, .. } => {
-                LogRecord::Train { epoch, step, loss, accuracy, lr, time_s: 0.0 }
-            }
-            LogRecord::Val { epoch, step, loss, accuracy, auc, .. } => {
-                LogRecord::Val { epoch, step, loss, accuracy, auc, time_s: 0.0 }
-            }
+            LogRecord::Train {
+                epoch,
+                step,
+                loss,
+                accuracy,
+                lr,
+                ..
+            } => LogRecord::Train {
+                epoch,
+                step,
+                loss,
+                accuracy,
+                lr,
+                time_s: 0.0,
+            },
+            LogRecord::Val {
+                epoch,
+                step,
+                loss,
+                accuracy,
+                auc,
+                ..
+            } => LogRecord::Val {
+                epoch,
+                step,
+                loss,
+                accuracy,
+                auc,
+                time_s: 0.0,
+            },
         })
         .collect()
 }
@@ -62,12 +93,21 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
         let mut child = command(&b, &cfg_b).spawn().unwrap();
         let start = Instant::now();
         loop {
-            let step = dfd_train::checkpoint::read_state(&fold_b, "last").ok().flatten().map_or(0, |s| s.step);
+            let step = dfd_train::checkpoint::read_state(&fold_b, "last")
+                .ok()
+                .flatten()
+                .map_or(0, |s| s.step);
             if step >= wanted_step {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
-            assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be killed");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no checkpoint appeared"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run finished before it could be killed"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         child.kill().unwrap(); // SIGKILL
@@ -85,7 +125,10 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
         assert!(wa == wb, "checkpoint `{tag}` differs after kill and resume");
         let oa = std::fs::read(fold_a.checkpoint(tag).join("optimizer.safetensors")).unwrap();
         let ob = std::fs::read(fold_b.checkpoint(tag).join("optimizer.safetensors")).unwrap();
-        assert!(oa == ob, "optimiser state `{tag}` differs after kill and resume");
+        assert!(
+            oa == ob,
+            "optimiser state `{tag}` differs after kill and resume"
+        );
     }
     assert_eq!(log_without_times(&a), log_without_times(&b));
     assert!(fold_b.complete_marker().exists());

@@ -24,7 +24,11 @@ fn best_val_accuracy(data: &std::path::Path, pipeline: &str, fold: u8) -> f64 {
 #[test]
 fn mlp_head_learns_and_cross_validates() {
     let tmp = tempfile::tempdir().unwrap();
-    let synth = Synth { f16: true, margin: 0.3, ..Synth::default() };
+    let synth = Synth {
+        f16: true,
+        margin: 0.3,
+        ..Synth::default()
+    };
     let cfg = write_pipeline(
         tmp.path(),
         "mlp",
@@ -43,9 +47,13 @@ fn mlp_head_learns_and_cross_validates() {
         assert!(run.fold(fold).checkpoint("best").join("head.json").exists());
     }
     let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.path().join("cv_summary.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(run.path().join("cv_summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["val_accuracy"]["n"], 3);
-    assert!(summary["val_accuracy"]["mean"].as_f64().unwrap() > 0.95, "{summary}");
+    assert!(
+        summary["val_accuracy"]["mean"].as_f64().unwrap() > 0.95,
+        "{summary}"
+    );
     assert!(summary["val_accuracy"]["std"].is_number(), "{summary}");
     assert!(run.stage_marker("train").exists());
     // The resolved config records the CLI override.
@@ -56,14 +64,20 @@ fn mlp_head_learns_and_cross_validates() {
     train(tmp.path(), &cfg, &["--folds", "all"]).unwrap();
     assert_eq!(std::fs::read(run.fold(1).metrics()).unwrap(), before);
     // A different experiment in the same run directory is refused.
-    let err = train(tmp.path(), &cfg, &["--fold", "1"]).unwrap_err().to_string();
+    let err = train(tmp.path(), &cfg, &["--fold", "1"])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("different resolved config"), "{err}");
 }
 
 #[test]
 fn linear_head_learns() {
     let tmp = tempfile::tempdir().unwrap();
-    let synth = Synth { row_shape: vec![4, 5, 5], margin: 0.2, ..Synth::default() };
+    let synth = Synth {
+        row_shape: vec![4, 5, 5],
+        margin: 0.2,
+        ..Synth::default()
+    };
     let cfg = write_pipeline(
         tmp.path(),
         "linear",
@@ -102,8 +116,14 @@ fn finetune_layer4_head_learns() {
     train(tmp.path(), &cfg, &[]).unwrap();
     let acc = best_val_accuracy(tmp.path(), "ft", 0);
     assert!(acc > 0.95, "best validation accuracy {acc}");
-    let names: Vec<String> = checkpoint_tensors(tmp.path(), "ft", 0, "last").into_iter().map(|t| t.0).collect();
-    assert!(names.iter().any(|n| n == "layer4.0.bn1.running_mean"), "{names:?}");
+    let names: Vec<String> = checkpoint_tensors(tmp.path(), "ft", 0, "last")
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "layer4.0.bn1.running_mean"),
+        "{names:?}"
+    );
     assert!(names.iter().any(|n| n == "fc.weight"), "{names:?}");
 }
 
@@ -113,19 +133,34 @@ fn norms(data: &std::path::Path, pipeline: &str) -> (f64, f64) {
         .iter()
         .filter(|(n, _)| n.ends_with("weight"))
         .flat_map(|(_, v)| v.iter())
-        .fold((0.0, 0.0), |(a, s), &x| (a + f64::from(x.abs()), s + f64::from(x) * f64::from(x)))
+        .fold((0.0, 0.0), |(a, s), &x| {
+            (a + f64::from(x.abs()), s + f64::from(x) * f64::from(x))
+        })
 }
 
 #[test]
 fn l1_and_weight_decay_shrink_weights() {
     let tmp = tempfile::tempdir().unwrap();
-    let synth = Synth { copies: 0, ..Synth::default() };
-    let base = "head = \"linear\"\ndropout = 0.0\nlr = 1e-2\nepochs = 10\nbatch_size = 10\nlog_every = 0";
+    let synth = Synth {
+        copies: 0,
+        ..Synth::default()
+    };
+    let base =
+        "head = \"linear\"\ndropout = 0.0\nlr = 1e-2\nepochs = 10\nbatch_size = 10\nlog_every = 0";
     let runs = [
-        ("plain", "optimizer = \"adamw\"\nweight_decay = 0.0\nl1 = 0.0"),
+        (
+            "plain",
+            "optimizer = \"adamw\"\nweight_decay = 0.0\nl1 = 0.0",
+        ),
         ("l1", "optimizer = \"adamw\"\nweight_decay = 0.0\nl1 = 0.05"),
-        ("adamw", "optimizer = \"adamw\"\nweight_decay = 20.0\nl1 = 0.0"),
-        ("adam_l2", "optimizer = \"adam\"\nweight_decay = 1.0\nl1 = 0.0"),
+        (
+            "adamw",
+            "optimizer = \"adamw\"\nweight_decay = 20.0\nl1 = 0.0",
+        ),
+        (
+            "adam_l2",
+            "optimizer = \"adam\"\nweight_decay = 1.0\nl1 = 0.0",
+        ),
     ];
     for (i, (name, extra)) in runs.iter().enumerate() {
         let cfg = write_pipeline(tmp.path(), name, &synth, &format!("{base}\n{extra}"));
@@ -138,15 +173,28 @@ fn l1_and_weight_decay_shrink_weights() {
     let (l1_abs, _) = norms(tmp.path(), "l1");
     let (_, adamw_sq) = norms(tmp.path(), "adamw");
     let (_, l2_sq) = norms(tmp.path(), "adam_l2");
-    assert!(l1_abs < 0.5 * plain_abs, "L1: Σ|w| {l1_abs} vs {plain_abs} without");
-    assert!(adamw_sq < 0.5 * plain_sq, "AdamW decay: Σw² {adamw_sq} vs {plain_sq} without");
-    assert!(l2_sq < 0.5 * plain_sq, "Adam L2: Σw² {l2_sq} vs {plain_sq} without");
+    assert!(
+        l1_abs < 0.5 * plain_abs,
+        "L1: Σ|w| {l1_abs} vs {plain_abs} without"
+    );
+    assert!(
+        adamw_sq < 0.5 * plain_sq,
+        "AdamW decay: Σw² {adamw_sq} vs {plain_sq} without"
+    );
+    assert!(
+        l2_sq < 0.5 * plain_sq,
+        "Adam L2: Σw² {l2_sq} vs {plain_sq} without"
+    );
 }
 
 #[test]
 fn a_fold_k_image_is_never_trained_on() {
     let tmp = tempfile::tempdir().unwrap();
-    let synth = Synth { copies: 2, folds: 4, ..Synth::default() };
+    let synth = Synth {
+        copies: 2,
+        folds: 4,
+        ..Synth::default()
+    };
     // Train on a0 and one augmented copy (min(train.copies, preprocess.copies) = 1).
     let cfg_path = write_pipeline(tmp.path(), "leak", &synth, "copies = 1");
     write_data(tmp.path(), &cfg_path, &synth);
@@ -164,9 +212,13 @@ fn a_fold_k_image_is_never_trained_on() {
         for epoch in 0..3 {
             let batches = data.epoch_batch_ids(cfg.seed, epoch, 7);
             let mut seen: Vec<u32> = batches.concat();
-            assert!(seen.iter().all(|&id| fold_of(id) != Some(k)), "fold {k} epoch {epoch}: leaked");
             assert!(
-                seen.iter().all(|&id| manifest[id as usize].split == Split::Train),
+                seen.iter().all(|&id| fold_of(id) != Some(k)),
+                "fold {k} epoch {epoch}: leaked"
+            );
+            assert!(
+                seen.iter()
+                    .all(|&id| manifest[id as usize].split == Split::Train),
                 "test row in training"
             );
             // Each other-fold image exactly twice (a0 and a1), never a2.
@@ -174,9 +226,16 @@ fn a_fold_k_image_is_never_trained_on() {
             let expected: Vec<u32> = others.iter().flat_map(|&id| [id, id]).collect();
             assert_eq!(seen, expected, "fold {k} epoch {epoch}");
         }
-        assert_ne!(data.epoch_batch_ids(cfg.seed, 0, 7), data.epoch_batch_ids(cfg.seed, 1, 7));
+        assert_ne!(
+            data.epoch_batch_ids(cfg.seed, 0, 7),
+            data.epoch_batch_ids(cfg.seed, 1, 7)
+        );
         let val: HashSet<u32> = data.val.ids().iter().copied().collect();
-        let expected: HashSet<u32> = manifest.iter().filter(|r| r.fold == Some(k)).map(|r| r.id).collect();
+        let expected: HashSet<u32> = manifest
+            .iter()
+            .filter(|r| r.fold == Some(k))
+            .map(|r| r.id)
+            .collect();
         assert_eq!(val, expected);
         assert_eq!(data.val.len(), expected.len(), "validation uses a0 only");
     }
@@ -185,8 +244,16 @@ fn a_fold_k_image_is_never_trained_on() {
 #[test]
 fn the_test_split_is_never_read() {
     let tmp = tempfile::tempdir().unwrap();
-    let synth = Synth { copies: 0, ..Synth::default() };
-    let cfg_path = write_pipeline(tmp.path(), "notest", &synth, "head = \"linear\"\nlr = 1e-2\nepochs = 2");
+    let synth = Synth {
+        copies: 0,
+        ..Synth::default()
+    };
+    let cfg_path = write_pipeline(
+        tmp.path(),
+        "notest",
+        &synth,
+        "head = \"linear\"\nlr = 1e-2\nepochs = 2",
+    );
     write_data(tmp.path(), &cfg_path, &synth);
     let cfg = PipelineConfig::load(&cfg_path).unwrap();
     // Poison the test split's feature directory: any attempt to read it fails.
@@ -208,7 +275,10 @@ fn the_test_split_is_never_read() {
 #[test]
 fn a_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let clean = Synth { copies: 0, ..Synth::default() };
+    let clean = Synth {
+        copies: 0,
+        ..Synth::default()
+    };
     let train_cfg = "head = \"linear\"\nepochs = 3\nbatch_size = 10\neval_every = 1";
     // Find a row that the 4th batch of epoch 0 trains on, then poison it with NaN features.
     let probe = tmp.path().join("probe");
@@ -218,14 +288,26 @@ fn a_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint() {
     let cfg = PipelineConfig::load(&probe_cfg).unwrap();
     let root = DataRoot::new(&probe);
     let manifest = read_manifest(&root.manifest("synth")).unwrap();
-    let poisoned = FoldData::open(&root, &cfg, &manifest, 0).unwrap().epoch_batch_ids(cfg.seed, 0, 10)[3][0];
-    let synth = Synth { poison: Some(poisoned), ..clean };
+    let poisoned = FoldData::open(&root, &cfg, &manifest, 0)
+        .unwrap()
+        .epoch_batch_ids(cfg.seed, 0, 10)[3][0];
+    let synth = Synth {
+        poison: Some(poisoned),
+        ..clean
+    };
     let cfg_path = write_pipeline(tmp.path(), "nan", &synth, train_cfg);
     write_data(tmp.path(), &cfg_path, &synth);
     let err = format!("{:#}", train(tmp.path(), &cfg_path, &[]).unwrap_err());
-    assert!(err.contains("not finite") && err.contains("last good checkpoint") && err.contains("step 4"), "{err}");
+    assert!(
+        err.contains("not finite")
+            && err.contains("last good checkpoint")
+            && err.contains("step 4"),
+        "{err}"
+    );
     let fold = DataRoot::new(tmp.path()).run("nan", "main").fold(0);
-    let state = dfd_train::checkpoint::read_state(&fold, "last").unwrap().expect("a checkpoint survives");
+    let state = dfd_train::checkpoint::read_state(&fold, "last")
+        .unwrap()
+        .expect("a checkpoint survives");
     assert_eq!(state.step, 3);
     assert!(!fold.complete_marker().exists());
     let weights = checkpoint_tensors(tmp.path(), "nan", 0, "last");

@@ -92,19 +92,34 @@ pub fn write_data(data: &Path, config: &Path, synth: &Synth) {
         for (n, part) in [&train[..half], &train[half..]].into_iter().enumerate() {
             let mut values = Vec::with_capacity(part.len() * d);
             for r in part {
-                let mut rng = dfd_layout::rng::stream(1, "synthetic", &[u64::from(r.id), u64::from(copy)]);
-                let shift = if r.label == 1 { synth.margin } else { -synth.margin };
+                let mut rng =
+                    dfd_layout::rng::stream(1, "synthetic", &[u64::from(r.id), u64::from(copy)]);
+                let shift = if r.label == 1 {
+                    synth.margin
+                } else {
+                    -synth.margin
+                };
                 let poison = synth.poison == Some(r.id);
                 values.extend((0..d).map(|_| {
                     let v = rng.random::<f32>() * 2.0 - 1.0 + shift;
-                    if poison { f32::NAN } else { v }
+                    if poison {
+                        f32::NAN
+                    } else {
+                        v
+                    }
                 }));
             }
             let (bytes, dtype): (Vec<u8>, Dtype) = if synth.f16 {
-                let b = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+                let b = values
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect();
                 (b, Dtype::F16)
             } else {
-                (values.iter().flat_map(|v| v.to_le_bytes()).collect(), Dtype::F32)
+                (
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    Dtype::F32,
+                )
             };
             let labels: Vec<u8> = part.iter().map(|r| r.label).collect();
             let ids = u32_bytes(&part.iter().map(|r| r.id).collect::<Vec<_>>());
@@ -114,14 +129,31 @@ pub fn write_data(data: &Path, config: &Path, synth: &Synth) {
                 .write(
                     n,
                     &[
-                        TensorData { name: "features", dtype, shape, data: &bytes },
-                        TensorData { name: "labels", dtype: Dtype::U8, shape: vec![part.len()], data: &labels },
-                        TensorData { name: "ids", dtype: Dtype::U32, shape: vec![part.len()], data: &ids },
+                        TensorData {
+                            name: "features",
+                            dtype,
+                            shape,
+                            data: &bytes,
+                        },
+                        TensorData {
+                            name: "labels",
+                            dtype: Dtype::U8,
+                            shape: vec![part.len()],
+                            data: &labels,
+                        },
+                        TensorData {
+                            name: "ids",
+                            dtype: Dtype::U32,
+                            shape: vec![part.len()],
+                            data: &ids,
+                        },
                     ],
                 )
                 .unwrap();
         }
-        assert!(shards.finish(serde_json::json!({ "shape": synth.row_shape })).unwrap());
+        assert!(shards
+            .finish(serde_json::json!({ "shape": synth.row_shape }))
+            .unwrap());
     }
 }
 
@@ -150,7 +182,12 @@ pub fn val_records(data: &Path, pipeline: &str, fold: u8) -> Vec<dfd_layout::run
 }
 
 /// Loads a checkpoint's tensors by name.
-pub fn checkpoint_tensors(data: &Path, pipeline: &str, fold: u8, tag: &str) -> Vec<(String, Vec<f32>)> {
+pub fn checkpoint_tensors(
+    data: &Path,
+    pipeline: &str,
+    fold: u8,
+    tag: &str,
+) -> Vec<(String, Vec<f32>)> {
     let path = DataRoot::new(data)
         .run(pipeline, "main")
         .fold(fold)
@@ -162,7 +199,11 @@ pub fn checkpoint_tensors(data: &Path, pipeline: &str, fold: u8, tag: &str) -> V
         .tensors()
         .into_iter()
         .map(|(name, view)| {
-            let v = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let v = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             (name, v)
         })
         .collect();
