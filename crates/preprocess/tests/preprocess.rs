@@ -298,17 +298,13 @@ fn shared_ciplab_faces() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let source = Path::new(&shared).join("ciplab-faces");
-    let cfg = config(
-        tmp.path(),
-        "c",
-        CLASSES,
-        "copies = 1\nshard_bytes = 4000000",
-    )
-    .to_string_lossy()
-    .into_owned();
+    let cfg = config(tmp.path(), "c", CLASSES, "copies = 1")
+        .to_string_lossy()
+        .into_owned();
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("\"raw/demo\"", &format!("{:?}", source.to_string_lossy()));
+        .replace("\"raw/demo\"", &format!("{:?}", source.to_string_lossy()))
+        .replace("shard_bytes = 13000", "shard_bytes = 4000000");
     std::fs::write(&cfg, text).unwrap();
     let out = run_ok(tmp.path(), Path::new(&cfg), &[]);
     // round(1081 * 0.2) + round(960 * 0.2) = 216 + 192 held out.
