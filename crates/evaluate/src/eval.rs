@@ -44,6 +44,16 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
         Split::Test,
         0,
     );
+    let inputs = inputs_identity(run, &checkpoint, &folds, &test_dir)?;
+    if dfd_layout::cli::done_with(run, "evaluate", &inputs)
+        && run.eval().join("metrics.json").exists()
+    {
+        tracing::info!(
+            "{} is up to date with its checkpoints and test features: nothing to do",
+            run.eval().display()
+        );
+        return Ok(());
+    }
     let test = TestFeatures::open(&test_dir)?;
     let manifest_path = ctx.data.manifest(&cfg.dataset.name);
     let manifest = read_manifest(&manifest_path)
@@ -101,8 +111,32 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
         &folds.iter().map(|&k| run.fold(k)).collect::<Vec<_>>(),
     )?;
     print!("{}", report::console_table(&metrics));
-    let summary = json!({ "folds": folds, "metrics": run.eval().join("metrics.json") });
+    let summary =
+        json!({ "folds": folds, "metrics": run.eval().join("metrics.json"), "inputs": inputs });
     mark_done(run, "evaluate", &summary).context("writing the evaluate stage marker")
+}
+
+/// Hash of everything the eval outputs depend on: the run's config, the scored checkpoint of
+/// every fold (weights bytes) and the test features (their index).
+fn inputs_identity(
+    run: &dfd_layout::RunDir,
+    checkpoint: &str,
+    folds: &[u8],
+    test_dir: &std::path::Path,
+) -> Result<String> {
+    use dfd_layout::hash::hash_file;
+    let weights = folds
+        .iter()
+        .map(|&k| {
+            let dir = run.fold(k).checkpoint(checkpoint);
+            hash_file(&dir.join(dfd_layout::paths::CHECKPOINT_WEIGHTS))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let test_index = hash_file(&test_dir.join(dfd_layout::shards::INDEX_FILE))?;
+    let config = hash_file(&run.config())?;
+    Ok(dfd_layout::hash::hash_json(&(
+        config, checkpoint, weights, test_index,
+    )))
 }
 
 /// Writes metrics.json, the three PNGs and both reports into `eval_dir`.

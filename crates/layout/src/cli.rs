@@ -108,3 +108,10 @@ pub fn progress(len: u64, unit: &str) -> ProgressBar {
 pub fn mark_done(run: &RunDir, stage: &str, summary: &serde_json::Value) -> Result<()> {
     crate::atomic::write_json_atomic(&run.stage_marker(stage), summary)
 }
+
+/// True when the stage's marker exists and records `inputs` (a hash of everything the stage's
+/// outputs depend on) under the key `"inputs"`: the outputs are up to date.
+pub fn done_with(run: &RunDir, stage: &str, inputs: &str) -> bool {
+    crate::atomic::read_json::<serde_json::Value>(&run.stage_marker(stage))
+        .is_ok_and(|m| m.get("inputs").and_then(|v| v.as_str()) == Some(inputs))
+}

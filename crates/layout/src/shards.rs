@@ -205,8 +205,12 @@ impl ShardDir {
     }
 
     /// Writes `index.json` if every shard's sidecar is present; returns whether the directory is
-    /// now complete. Idempotent: concurrent finishers write identical bytes.
+    /// now complete. An existing index is left untouched; concurrent finishers write identical
+    /// bytes.
     pub fn finish(&self, meta: serde_json::Value) -> Result<bool> {
+        if self.is_complete() {
+            return Ok(true); // `open` checked that this index is for these inputs
+        }
         let mut shards = Vec::with_capacity(self.n_shards);
         for n in 0..self.n_shards {
             match self.sidecar(n)? {

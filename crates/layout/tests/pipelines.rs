@@ -15,5 +15,8 @@ fn committed_pipelines_are_valid() {
             n += 1;
         }
     }
-    assert!(n >= 7, "expected the five experiments, recommended and demo, found {n}");
+    assert!(
+        n >= 7,
+        "expected the five experiments, recommended and demo, found {n}"
+    );
 }
