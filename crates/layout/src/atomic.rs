@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// The temporary name a file is written under before its rename.
+/// The temporary name a file is written under before its rename: `<name>.<pid>.tmp`, so
+/// processes sharing a layout (`--shard-index`) never write through each other's temporary file.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(".{}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 
-/// Writes `bytes` to `path` atomically: `<path>.tmp`, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the directory.
 /// Creates the parent directory if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
