@@ -20,7 +20,7 @@ RUN := $(DATA)/runs/$(NAME)/$(RUN_ID)
 ARGS := --config $(PIPELINE) --data-dir $(DATA) --run-id $(RUN_ID)
 STAGES := preprocess extract train evaluate
 
-.PHONY: all build test demo bench bench-preprocess bench-extract bench-train clean-run $(STAGES)
+.PHONY: all build test demo bench bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
 
 all: $(RUN)/stages/evaluate.done
 	@echo "Report: $(RUN)/eval/report.html"
@@ -64,4 +64,28 @@ demo: build
 test:
 	$(CARGO) test --workspace
 
-bench: bench-preprocess bench-extract bench-train
+# Benchmarks, each side by side with its Python peer on the same machine (pip install torch
+# torchvision pillow numpy). Run them on a quiet machine: on 2 cores a parallel build halves every
+# figure. BENCH_DIR holds the generated inputs.
+BENCH_DIR ?= /tmp/dfd-bench
+bench: bench-preprocess bench-extract bench-train bench-model
+
+bench-preprocess:
+	@test -d $(BENCH_DIR)/jpeg600 || python3 scripts/bench_pillow.py make $(BENCH_DIR)/jpeg600 300
+	python3 scripts/bench_pillow.py run $(BENCH_DIR)/jpeg600 224
+	$(CARGO) run --release -q -p dfd-imaging --example bench_decode_resize -- $(BENCH_DIR)/jpeg600 224
+
+bench-extract:
+	scripts/bench_extract.sh
+
+bench-train:
+	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head mlp
+	python3 scripts/bench_torch.py train --head mlp --batch 64
+	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head finetune --map 14
+	python3 scripts/bench_torch.py train --head finetune --map 14 --batch 64
+	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head finetune --map 8
+	python3 scripts/bench_torch.py train --head finetune --map 8 --batch 64
+
+bench-model:
+	$(CARGO) run --release -q -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled
+	python3 scripts/bench_torch.py extract --size 224 --cut pooled --batch 8 --images 32
