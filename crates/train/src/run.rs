@@ -50,7 +50,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     } else {
         let manifest = read_manifest(&ctx.data.manifest(&cfg.dataset.name))?;
         let device = dfd_model::parse_device(&cfg.extract.device)?;
-        for k in pending {
+        for &k in &pending {
             let job = FoldJob {
                 cfg: &cfg,
                 dir: ctx.run.fold(k),
@@ -62,8 +62,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         }
         summaries.sort_by_key(|s| s.fold);
     }
+    let trained = !pending.is_empty();
     let summary = cv_summary(&cfg.train.monitor, summaries)?;
-    write_json_atomic(&ctx.run.path().join(CV_SUMMARY), &summary)?;
+    let summary_path = ctx.run.path().join(CV_SUMMARY);
+    if trained || !summary_path.exists() {
+        write_json_atomic(&summary_path, &summary)?;
+    }
     tracing::info!(
         val_accuracy = ?summary.val_accuracy,
         val_auc = ?summary.val_auc,
