@@ -3,7 +3,7 @@
 //!
 //! Every convolution goes through [`dfd_ops::conv2d`]. Parameter names are torchvision's.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
 use crate::arch::{Arch, Cut, EXPANSION, STAGE_PLANES, STAGE_STRIDES, STEM_CHANNELS};
@@ -51,7 +51,17 @@ impl Conv {
 #[derive(Clone, Debug)]
 pub struct ConvBn {
     conv: Conv,
-    bn: BatchNorm,
+    norm: Norm,
+}
+
+/// The BatchNorm of a [`ConvBn`].
+#[derive(Clone, Debug)]
+enum Norm {
+    /// `BnMode::Frozen`: the eval-mode affine map is folded into the conv weight (scaled per
+    /// output channel) and this per-channel bias (C values), so conv + BN (+ ReLU) is one op.
+    Folded(Tensor),
+    /// `BnMode::Trainable`: a separate BatchNorm after the conv.
+    Separate(BatchNorm),
 }
 
 impl ConvBn {
@@ -64,20 +74,57 @@ impl ConvBn {
         groups: usize,
         mode: BnMode,
     ) -> Result<Self> {
-        let conv = Conv::new(&conv_vb, channels, kernel, stride, groups)?;
-        let bn = BatchNorm::new(&bn_vb, channels.1, mode)?;
-        Ok(Self { conv, bn })
+        let mut conv = Conv::new(&conv_vb, channels, kernel, stride, groups)?;
+        let norm = match BatchNorm::new(&bn_vb, channels.1, mode)? {
+            BatchNorm::Frozen { scale, shift } => {
+                conv.weight = fold_scale(&conv.weight, &scale)?;
+                Norm::Folded(shift.flatten_all()?)
+            }
+            bn => Norm::Separate(bn),
+        };
+        Ok(Self { conv, norm })
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+    /// BN(conv(x)), followed by a ReLU when `relu`.
+    pub fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let Conv {
+            weight,
+            stride,
+            padding,
+            groups,
+        } = &self.conv;
+        match &self.norm {
+            Norm::Folded(bias) => {
+                dfd_ops::conv2d_bias_relu(x, weight, bias, *stride, *padding, *groups, relu)
+            }
+            Norm::Separate(bn) => {
+                let y = bn.forward_t(&self.conv.forward(x)?, train)?;
+                if relu {
+                    y.relu()
+                } else {
+                    Ok(y)
+                }
+            }
+        }
     }
 
     fn parameters(&self) -> Vec<Tensor> {
         let mut params = vec![self.conv.weight.clone()];
-        params.extend(self.bn.parameters());
+        if let Norm::Separate(bn) = &self.norm {
+            params.extend(bn.parameters());
+        }
         params
     }
+}
+
+/// `weight · scale` per output channel (`scale`: 1×C_out×1×1), computed in f32 and returned in the
+/// dtype of `weight`.
+fn fold_scale(weight: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    let scale = scale.to_dtype(DType::F32)?.reshape(((), 1, 1, 1))?;
+    weight
+        .to_dtype(DType::F32)?
+        .broadcast_mul(&scale)?
+        .to_dtype(weight.dtype())
 }
 
 /// torchvision's `Bottleneck` (ResNet v1.5: the stride sits on the grouped 3×3 conv).
@@ -125,11 +172,11 @@ impl Bottleneck {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.reduce.forward_t(x, train)?.relu()?;
-        let y = self.grouped.forward_t(&y, train)?.relu()?;
-        let y = self.expand.forward_t(&y, train)?;
+        let y = self.reduce.forward_t(x, train, true)?;
+        let y = self.grouped.forward_t(&y, train, true)?;
+        let y = self.expand.forward_t(&y, train, false)?;
         let identity = match &self.downsample {
-            Some(downsample) => downsample.forward_t(x, train)?,
+            Some(downsample) => downsample.forward_t(x, train, false)?,
             None => x.clone(),
         };
         (y + identity)?.relu()
@@ -252,7 +299,7 @@ impl Network {
     fn step(&self, x: &Tensor, cut: Cut, train: bool) -> Result<Tensor> {
         match cut {
             Cut::Stem => {
-                let y = self.stem.forward_t(x, train)?.relu()?;
+                let y = self.stem.forward_t(x, train, true)?;
                 // Max-pool 3×3/2 with padding 1: zero padding is exact because y ≥ 0 after ReLU
                 // and every window holds at least one real value.
                 y.pad_with_zeros(2, 1, 1)?

@@ -186,12 +186,51 @@ fn group_weight<'a>(g: &ConvGeom, w: &'a [f32], group: usize) -> MatRef<'a> {
     MatRef::rows(&w[group * len..(group + 1) * len], g.cout_g(), g.k(), g.k())
 }
 
-/// `y = conv(x, w)`. Slices are contiguous NCHW `x`, OIHW `w`, NCHW `y` of `g`'s sizes.
-pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+/// What [`forward`] applies to every output value after the GEMM, while the block is still in
+/// cache: `+ bias[output channel]` (when given), then `max(·, 0)` (when `relu`).
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// The plain convolution: values left as the GEMM wrote them.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        relu: false,
+    };
+
+    /// Applies the epilogue to `planes`: consecutive output planes of `p` values for channels
+    /// `c0, c0+1, …`.
+    fn apply(&self, planes: &mut [f32], c0: usize, p: usize) {
+        match (self.bias, self.relu) {
+            (None, false) => {}
+            (None, true) => planes.iter_mut().for_each(|v| *v = v.max(0.0)),
+            (Some(bias), relu) => {
+                for (plane, &b) in planes.chunks_exact_mut(p).zip(&bias[c0..]) {
+                    if relu {
+                        plane.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+                    } else {
+                        plane.iter_mut().for_each(|v| *v += b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = epilogue(conv(x, w))`. Slices are contiguous NCHW `x`, OIHW `w`, NCHW `y` of `g`'s sizes;
+/// a bias holds `cout` values.
+pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], epilogue: Epilogue, y: &mut [f32]) {
     assert_eq!(
         (x.len(), w.len(), y.len()),
         (g.x_len(), g.w_len(), g.y_len()),
         "forward sizes"
+    );
+    assert!(
+        epilogue.bias.is_none_or(|b| b.len() == g.cout),
+        "forward bias size"
     );
     let (p, cout_g) = (g.p(), g.cout_g());
     let y = Shared::new(y);
@@ -208,14 +247,11 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
                 // SAFETY: (image, group) regions are disjoint and each belongs to one block.
                 unsafe { y.region(off, cout_g * p) }
             };
+            let c0 = b.group * cout_g;
             if b.imgs == 1 {
-                matmul(
-                    MatMut::rows(region(0), cout_g, cols, p),
-                    false,
-                    lhs,
-                    rhs,
-                    par,
-                );
+                let out = region(0);
+                matmul(MatMut::rows(out, cout_g, cols, p), false, lhs, rhs, par);
+                epilogue.apply(out, c0, p);
             } else {
                 matmul(
                     MatMut::rows(out_buf, cout_g, cols, cols),
@@ -225,7 +261,9 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
                     par,
                 );
                 for i in 0..b.imgs {
-                    copy_rows_to_planes(out_buf, cols, i * p, region(i), p);
+                    let out = region(i);
+                    copy_rows_to_planes(out_buf, cols, i * p, out, p);
+                    epilogue.apply(out, c0, p);
                 }
             }
         })

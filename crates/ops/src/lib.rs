@@ -39,6 +39,47 @@ pub fn conv2d(
     }
 }
 
+/// `conv2d(x, w, stride, padding, groups) + bias` (bias: `C_out` values, one per output channel),
+/// then ReLU when `relu`: the eval-mode conv with BatchNorm folded into `w` and `bias`.
+///
+/// When nothing asks for gradients (neither argument is a variable or the result of a tracked op)
+/// and [`conv2d`] has a fast kernel for the call, this is ONE fused op that adds the bias and
+/// applies the ReLU inside the GEMM's output loop and makes a single output tensor. Otherwise it is
+/// the differentiable composition of [`conv2d`], a broadcast add and `relu`, with the same values.
+pub fn conv2d_bias_relu(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    let untracked = !x.track_op() && !w.track_op() && !bias.track_op();
+    let fused = fast_path(x, w, stride, padding, groups)
+        .filter(|_| untracked && bias.device().is_cpu() && bias.dtype() == DType::F32);
+    match fused {
+        Some(geom) => x.contiguous()?.apply_op3_no_bwd(
+            &w.contiguous()?,
+            &bias.contiguous()?,
+            &op::GemmConvBiasRelu { geom, relu },
+        ),
+        None => {
+            let y = conv2d(x, w, stride, padding, groups)?.broadcast_add(&bias.reshape((
+                1,
+                (),
+                1,
+                1,
+            ))?)?;
+            if relu {
+                y.relu()
+            } else {
+                Ok(y)
+            }
+        }
+    }
+}
+
 /// Whether [`conv2d`] runs its own GEMM kernels (rather than candle's `conv2d`) for these
 /// arguments.
 pub fn has_fast_kernel(

@@ -1,8 +1,8 @@
 //! The GEMM convolution as candle custom ops: forward with backward, and the two backward halves.
 
 use crate::geometry::ConvGeom;
-use crate::kernels;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use crate::kernels::{self, Epilogue};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Contiguous f32 data of `layout` in `storage`, which must hold exactly `len` elements.
 fn f32_data<'a>(
@@ -26,6 +26,13 @@ fn f32_data<'a>(
 /// `conv2d(x, w)` for a fixed geometry; differentiable w.r.t. both arguments.
 pub(crate) struct GemmConv(pub ConvGeom);
 
+/// `max(conv2d(x, w) + bias, 0)` (the ReLU only when `relu`), arguments (x, w, bias) with a bias of
+/// `cout` values; inference only (no backward).
+pub(crate) struct GemmConvBiasRelu {
+    pub geom: ConvGeom,
+    pub relu: bool,
+}
+
 /// Gradient w.r.t. the input: arguments (dy, w).
 struct GemmConvBackwardInput(ConvGeom);
 
@@ -48,7 +55,7 @@ impl CustomOp2 for GemmConv {
         let x = f32_data(s1, l1, g.x_len(), "input")?;
         let w = f32_data(s2, l2, g.w_len(), "weight")?;
         let mut y = vec![0.0f32; g.y_len()];
-        kernels::forward(g, x, w, &mut y);
+        kernels::forward(g, x, w, Epilogue::NONE, &mut y);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
     }
 
@@ -71,6 +78,34 @@ impl CustomOp2 for GemmConv {
             false => None,
         };
         Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for GemmConvBiasRelu {
+    fn name(&self) -> &'static str {
+        "dfd-conv2d-bias-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.geom;
+        let x = f32_data(s1, l1, g.x_len(), "input")?;
+        let w = f32_data(s2, l2, g.w_len(), "weight")?;
+        let bias = f32_data(s3, l3, g.cout, "bias")?;
+        let epilogue = Epilogue {
+            bias: Some(bias),
+            relu: self.relu,
+        };
+        let mut y = vec![0.0f32; g.y_len()];
+        kernels::forward(g, x, w, epilogue, &mut y);
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
     }
 }
 

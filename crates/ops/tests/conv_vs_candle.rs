@@ -225,3 +225,56 @@ fn frozen_input_gets_no_gradient_but_weight_does() -> Result<()> {
     assert!(grads.get(&x).is_none());
     assert_close("dw", grads.get(&w).expect("dw"), want.get(&w).expect("dw"))
 }
+
+/// `conv2d_bias_relu` against candle's conv2d + broadcast bias (+ ReLU): fused on plain tensors
+/// (under 1–3 threads, one- and several-image blocks, grouped, strided and 7×7 fallback shapes),
+/// and, with a variable input, the differentiable composition with candle's input gradient.
+#[test]
+fn bias_relu_epilogue_matches_candle() -> Result<()> {
+    let cases = [
+        case(3, 64, 64, (9, 9), 3, 1, 32),
+        case(2, 64, 64, (17, 15), 3, 2, 32),
+        case(3, 24, 40, (14, 14), 1, 1, 1),
+        case(2, 24, 40, (17, 17), 1, 1, 1),
+        case(3, 24, 40, (9, 9), 1, 2, 1),
+        Case {
+            pad: 3,
+            ..case(2, 3, 8, (17, 17), 7, 2, 1)
+        },
+    ];
+    for c in cases {
+        let x = tensor(&c.x_dims(), 1)?;
+        let w = (tensor(&c.w_dims(), 2)? * 0.3)?;
+        let bias = tensor(&[c.cout], 4)?;
+        let conv = x.conv2d(&w, c.pad, c.stride, 1, c.groups)?;
+        let affine = conv.broadcast_add(&bias.reshape((1, c.cout, 1, 1))?)?;
+        for relu in [false, true] {
+            let want = if relu { affine.relu()? } else { affine.clone() };
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("thread pool");
+                let got = pool.install(|| {
+                    dfd_ops::conv2d_bias_relu(&x, &w, &bias, c.stride, c.pad, c.groups, relu)
+                })?;
+                assert_close(&format!("{c:?} relu {relu} threads {threads}"), &got, &want)?;
+            }
+        }
+        // A variable input: gradients flow to it (Grad-CAM's use).
+        let base = Var::from_tensor(&x)?;
+        let got = dfd_ops::conv2d_bias_relu(&base, &w, &bias, c.stride, c.pad, c.groups, true)?;
+        let want = base
+            .conv2d(&w, c.pad, c.stride, 1, c.groups)?
+            .broadcast_add(&bias.reshape((1, c.cout, 1, 1))?)?
+            .relu()?;
+        assert_close(&format!("{c:?} tracked y"), &got, &want)?;
+        let r = tensor(want.dims(), 3)?;
+        let grad = |y: &Tensor| -> Result<Tensor> {
+            let grads = (y * &r)?.sum_all()?.backward()?;
+            Ok(grads.get(&base).cloned().expect("input gradient"))
+        };
+        assert_close(&format!("{c:?} tracked dx"), &grad(&got)?, &grad(&want)?)?;
+    }
+    Ok(())
+}

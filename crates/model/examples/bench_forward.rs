@@ -1,0 +1,96 @@
+//! Inference throughput of the backbone on the CPU (random weights, random input).
+//!
+//! `cargo run --release -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled`
+//! Prints the median images/s over `--reps` timed batches after one warm-up batch. Build with
+//! `--features mimalloc` to run under mimalloc instead of the system allocator.
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_nn::{VarBuilder, VarMap};
+use clap::Parser;
+use dfd_model::{
+    resolve_weights, Arch, Backbone, BnMode, Cut, DType, Device, Network, Tensor, WeightsSource,
+};
+
+type Forward = Box<dyn Fn(&Tensor, Cut) -> candle_core::Result<Tensor>>;
+
+/// The network under test: the inference [`Backbone`] (random weights), or with `unfused` a
+/// trainable-mode [`Network`] run in eval mode.
+fn model(arch: &Arch, unfused: bool) -> anyhow::Result<Forward> {
+    if unfused {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let network = Network::new(&vb, arch, BnMode::Trainable { momentum: 0.1 })
+            .context("building the unfused network")?;
+        return Ok(Box::new(move |x, cut| {
+            network.forward_range(x, None, cut, false)
+        }));
+    }
+    let weights = resolve_weights(&WeightsSource::Random { seed: 0 })?;
+    let backbone = Backbone::load(arch, &weights, &Device::Cpu, DType::F32)
+        .context("building the random backbone")?;
+    Ok(Box::new(move |x, cut| backbone.forward_to(x, cut)))
+}
+
+#[derive(Parser)]
+struct Args {
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Where to stop (stem, layer1 … layer4, pooled, logits).
+    #[arg(long, default_value = "pooled")]
+    cut: Cut,
+    /// Architecture name (resnext50_32x4d, resnet50, resnext101_32x8d).
+    #[arg(long, default_value = "resnext50_32x4d")]
+    arch: String,
+    /// Run the same network with BatchNorm as separate candle ops after each conv (the
+    /// fine-tune path in eval mode, variables from a VarMap) instead of folded into the convs: the
+    /// A/B reference for the fused eval path.
+    #[arg(long)]
+    unfused: bool,
+    /// Timed batches (after one warm-up batch).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let arch: Arch = args.arch.parse().context("parsing --arch")?;
+    let forward = model(&arch, args.unfused)?;
+    let x = Tensor::randn(
+        0f32,
+        1.0,
+        (args.batch, 3, args.size, args.size),
+        &Device::Cpu,
+    )?;
+    forward(&x, args.cut).context("warm-up batch")?;
+    let mut secs = (0..args.reps.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            forward(&x, args.cut)?;
+            Ok(start.elapsed().as_secs_f64())
+        })
+        .collect::<candle_core::Result<Vec<f64>>>()
+        .context("timed batches")?;
+    secs.sort_by(f64::total_cmp);
+    let median = secs[secs.len() / 2];
+    println!(
+        "{} {} px batch {} -> {}{}: {:.3} s/batch, {:.2} img/s (median of {})",
+        args.arch,
+        args.size,
+        args.batch,
+        args.cut,
+        if args.unfused { " (BN unfused)" } else { "" },
+        median,
+        args.batch as f64 / median,
+        secs.len()
+    );
+    Ok(())
+}
