@@ -54,9 +54,9 @@ struct Args {
     #[arg(long)]
     checkpoint: Option<String>,
     /// Decision threshold on P(fake) (label fake when p_fake >= it): a number in [0, 1], or `eer`
-    /// for the equal-error-rate threshold dfd-evaluate stored in <run>/eval/metrics.json (top-level
-    /// eer_threshold if present, else the mean of the used folds' metrics.eer.threshold, which
-    /// evaluate computes on the test split). Default: the config's evaluate.threshold (0.5 unless changed).
+    /// for one threshold for the fold ensemble: the mean over the used folds of each fold's
+    /// validation equal-error-rate threshold (best.val_eer_threshold in the checkpoint's state.json,
+    /// recorded by dfd-train). Default: the config's evaluate.threshold (0.5 unless changed).
     #[arg(long)]
     threshold: Option<ThresholdArg>,
     /// Output format.
@@ -134,12 +134,12 @@ fn run(args: &Args) -> Result<()> {
             args.run.display()
         );
     }
-    let (threshold, threshold_source) =
-        threshold::resolve(args.threshold.as_ref(), &run, &config, &folds)?;
     let checkpoint = args
         .checkpoint
         .as_deref()
         .unwrap_or(&config.evaluate.checkpoint);
+    let (threshold, threshold_source) =
+        threshold::resolve(args.threshold.as_ref(), &run, &config, &folds, checkpoint)?;
     let predictor = Predictor::load(&run, &config, &folds, checkpoint, &device)?;
     let heatmaps = match &args.heatmaps {
         Some(dir) => {

@@ -257,7 +257,10 @@ fn fails_when_nothing_can_be_scored_or_the_eer_threshold_is_missing() {
 
     let out = predict(&[&"--run", &run, &"--threshold", &"eer", &images]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("dfd-evaluate"), "{}", stderr(&out));
+    // The fixture's checkpoint has no state.json holding the validation EER threshold.
+    let expected = run.join("fold0/checkpoints/best/state.json");
+    let message = stderr(&out);
+    assert!(message.contains(&*expected.to_string_lossy()), "{message}");
 
     let out = predict(&[&"--run", &dir.path().join("nowhere"), &images]);
     assert!(!out.status.success());

@@ -35,6 +35,10 @@ pub struct Best {
     pub val_loss: f64,
     pub val_accuracy: f64,
     pub val_auc: Option<f64>,
+    /// The best model's validation equal-error-rate threshold on P(fake) (where fpr = fnr);
+    /// `None` for a single-class validation fold or a checkpoint written before it was recorded.
+    #[serde(default)]
+    pub val_eer_threshold: Option<f64>,
 }
 
 /// Where a fold's training loop stands.

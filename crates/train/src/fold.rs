@@ -330,6 +330,7 @@ impl Trainer<'_> {
                 loss: b.val_loss,
                 accuracy: b.val_accuracy,
                 auc: b.val_auc,
+                eer_threshold: b.val_eer_threshold,
             })
         });
         if self
@@ -342,6 +343,7 @@ impl Trainer<'_> {
                 val_loss: v.loss,
                 val_accuracy: v.accuracy,
                 val_auc: v.auc,
+                val_eer_threshold: v.eer_threshold,
             });
             state.bad_validations = 0;
             self.save("best", state)?;

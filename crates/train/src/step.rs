@@ -107,7 +107,7 @@ pub fn train_step(
     })
 }
 
-/// Loss, accuracy and ROC AUC over a validation set.
+/// Loss, accuracy, ROC AUC and equal-error-rate threshold over a validation set.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Validation {
     /// Unweighted mean cross-entropy.
@@ -116,6 +116,9 @@ pub struct Validation {
     pub accuracy: f64,
     /// `None` when the set holds a single class.
     pub auc: Option<f64>,
+    /// The P(fake) threshold at which the false-positive and false-negative rates are equal
+    /// ([`dfd_metrics::eer`]); `None` when the set holds a single class.
+    pub eer_threshold: Option<f64>,
 }
 
 /// Runs the head in eval mode over every row of `set`, `batch_size` rows at a time.
@@ -149,14 +152,22 @@ pub fn validate(
         .zip(&scores)
         .filter(|(&l, &s)| (s >= 0.5) == (l == 1))
         .count();
-    let auc = match dfd_metrics::roc_auc(labels, &scores) {
-        Ok(a) => Some(a),
-        Err(dfd_metrics::MetricsError::SingleClass { .. }) => None,
-        Err(e) => bail!("validation AUC: {e}"),
-    };
+    let auc = unless_single_class(dfd_metrics::roc_auc(labels, &scores), "validation AUC")?;
+    let eer = unless_single_class(dfd_metrics::eer(labels, &scores), "validation EER")?;
     Ok(Validation {
         loss: nll_sum / set.len() as f64,
         accuracy: correct as f64 / set.len() as f64,
         auc,
+        eer_threshold: eer.map(|e| e.threshold),
     })
+}
+
+/// `None` for a [`dfd_metrics::MetricsError::SingleClass`] error, the value otherwise; other
+/// errors are reported as failures of `what`.
+fn unless_single_class<T>(result: dfd_metrics::Result<T>, what: &str) -> Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(dfd_metrics::MetricsError::SingleClass { .. }) => Ok(None),
+        Err(e) => bail!("{what}: {e}"),
+    }
 }

@@ -21,6 +21,66 @@ fn best_val_accuracy(data: &std::path::Path, pipeline: &str, fold: u8) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Checks `best.val_eer_threshold` of fold `fold`'s best checkpoint against a brute-force
+/// reference over P(fake) of the checkpoint's head on the validation rows: it is one of the
+/// scores (a ROC point), and no score as threshold has a smaller |fpr − fnr| (an image is fake
+/// when P(fake) ≥ the threshold).
+fn check_val_eer_threshold(data: &std::path::Path, pipeline: &str, fold: u8) {
+    use candle_core::{DType, Device, D};
+    use candle_nn::{VarBuilder, VarMap};
+
+    let root = DataRoot::new(data);
+    let dir = root.run(pipeline, "main").fold(fold).checkpoint("best");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    let recorded = state["best"]["val_eer_threshold"].as_f64().unwrap();
+
+    let spec: dfd_model::HeadSpec =
+        serde_json::from_slice(&std::fs::read(dir.join("head.json")).unwrap()).unwrap();
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let head = dfd_model::Head::new_seeded(&spec, vb, 0).unwrap();
+    varmap.load(dir.join("model.safetensors")).unwrap();
+    let cfg = PipelineConfig::load(&root.run(pipeline, "main").config()).unwrap();
+    let manifest = read_manifest(&root.manifest("synth")).unwrap();
+    let val = FoldData::open(&root, &cfg, &manifest, fold).unwrap().val;
+    let (x, _) = val
+        .batch(&(0..val.len()).collect::<Vec<_>>(), &Device::Cpu)
+        .unwrap();
+    let logits = head.forward_t(&x, false).unwrap();
+    let scores: Vec<f64> = candle_nn::ops::softmax(&logits, D::Minus1)
+        .and_then(|p| {
+            p.narrow(1, 1, 1)?
+                .flatten_all()?
+                .to_dtype(DType::F64)?
+                .to_vec1()
+        })
+        .unwrap();
+    let labels = val.labels();
+    let gap = |t: f64| {
+        let count = |class: u8, fake: bool| {
+            let of_class = labels.iter().filter(|&&l| l == class).count() as f64;
+            let hits = labels
+                .iter()
+                .zip(&scores)
+                .filter(|(&l, &s)| l == class && (s >= t) == fake)
+                .count() as f64;
+            hits / of_class
+        };
+        (count(0, true) - count(1, false)).abs()
+    };
+    let best_gap = scores.iter().map(|&t| gap(t)).fold(f64::INFINITY, f64::min);
+    assert!(
+        scores.iter().any(|&s| (s - recorded).abs() < 1e-6),
+        "fold {fold}: the recorded {recorded} is not a validation score (a ROC point)"
+    );
+    assert!(
+        (gap(recorded) - best_gap).abs() < 1e-12,
+        "fold {fold}: |fpr - fnr| {} at the recorded {recorded}, {best_gap} at best",
+        gap(recorded)
+    );
+}
+
 #[test]
 fn mlp_head_learns_and_cross_validates() {
     let tmp = tempfile::tempdir().unwrap();
@@ -45,6 +105,7 @@ fn mlp_head_learns_and_cross_validates() {
         assert!(acc > 0.95, "fold {fold}: best validation accuracy {acc}");
         assert!(run.fold(fold).complete_marker().exists());
         assert!(run.fold(fold).checkpoint("best").join("head.json").exists());
+        check_val_eer_threshold(tmp.path(), "mlp", fold);
     }
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.path().join("cv_summary.json")).unwrap())
