@@ -14,7 +14,11 @@ fn binaries() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().to_path_buf(); // target/<profile>/deps/..
     let profile = dir.file_name().unwrap().to_str().unwrap().to_owned();
-    let profile = if profile == "debug" { "dev".to_owned() } else { profile };
+    let profile = if profile == "debug" {
+        "dev".to_owned()
+    } else {
+        profile
+    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let status = Command::new(env!("CARGO"))
         .current_dir(&root)
@@ -138,9 +142,22 @@ fn whole_chain_then_nothing_redone() {
     let raw = data.join("raw/tiny");
     env.run(
         "dfd-demo-data",
-        &["--out", raw.to_str().unwrap(), "--count", "40", "--size", "48", "--seed", "3"],
+        &[
+            "--out",
+            raw.to_str().unwrap(),
+            "--count",
+            "40",
+            "--size",
+            "48",
+            "--seed",
+            "3",
+        ],
     );
-    std::fs::write(raw.join("real/broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    std::fs::write(
+        raw.join("real/broken.jpg"),
+        b"\xff\xd8\xff\xe0 not really a jpeg",
+    )
+    .unwrap();
 
     env.chain();
 
@@ -153,7 +170,11 @@ fn whole_chain_then_nothing_redone() {
     assert_eq!(rejects[0].path, "real/broken.jpg");
     let n_test = rows.iter().filter(|r| r.split == Split::Test).count();
     assert_eq!(n_test, 10);
-    for (split, copy, n) in [(Split::Train, 0, 30), (Split::Train, 1, 30), (Split::Test, 0, n_test)] {
+    for (split, copy, n) in [
+        (Split::Train, 0, 30),
+        (Split::Train, 1, 30),
+        (Split::Test, 0, n_test),
+    ] {
         let idx = shards::read_index(&root.images("tiny", 32, split, copy)).unwrap();
         assert_eq!(idx.rows, n, "{split} a{copy}");
     }
@@ -164,22 +185,36 @@ fn whole_chain_then_nothing_redone() {
     let idx = shards::read_index(&test_features).unwrap();
     assert_eq!(idx.rows, n_test);
     let reader = shards::ShardReader::open(&test_features.join(&idx.shards[0].file)).unwrap();
-    assert_eq!(&reader.tensor("features").unwrap().shape()[1..], &[1024, 2, 2]);
-    assert!(idx.meta.to_string().contains("false"), "not-pretrained flag: {}", idx.meta);
+    assert_eq!(
+        &reader.tensor("features").unwrap().shape()[1..],
+        &[1024, 2, 2]
+    );
+    assert!(
+        idx.meta.to_string().contains("false"),
+        "not-pretrained flag: {}",
+        idx.meta
+    );
 
     // Train: checkpoints and a log with training and validation records.
     let run = root.run("tiny-e2e", "main");
     assert!(run.config().exists());
     let fold = run.fold(0);
     for tag in ["best", "last"] {
-        for file in [dfd_layout::paths::CHECKPOINT_WEIGHTS, dfd_layout::paths::CHECKPOINT_HEAD] {
+        for file in [
+            dfd_layout::paths::CHECKPOINT_WEIGHTS,
+            dfd_layout::paths::CHECKPOINT_HEAD,
+        ] {
             assert!(fold.checkpoint(tag).join(file).exists(), "{tag}/{file}");
         }
     }
     let log = runlog::read(&fold.metrics()).unwrap();
-    assert!(log.iter().any(|r| matches!(r, runlog::LogRecord::Train { .. })));
+    assert!(log
+        .iter()
+        .any(|r| matches!(r, runlog::LogRecord::Train { .. })));
     assert_eq!(
-        log.iter().filter(|r| matches!(r, runlog::LogRecord::Val { .. })).count(),
+        log.iter()
+            .filter(|r| matches!(r, runlog::LogRecord::Val { .. }))
+            .count(),
         2,
         "one validation per epoch"
     );
@@ -223,9 +258,16 @@ fn whole_chain_then_nothing_redone() {
     let records: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
     let n_real = std::fs::read_dir(raw.join("real")).unwrap().count();
     assert_eq!(records.len(), n_real);
-    let broken: Vec<_> = records.iter().filter(|r| r[0].ends_with("broken.jpg")).collect();
+    let broken: Vec<_> = records
+        .iter()
+        .filter(|r| r[0].ends_with("broken.jpg"))
+        .collect();
     assert_eq!(broken.len(), 1);
-    assert!(broken[0][1].is_empty() && !broken[0][3].is_empty(), "{:?}", broken[0]);
+    assert!(
+        broken[0][1].is_empty() && !broken[0][3].is_empty(),
+        "{:?}",
+        broken[0]
+    );
     for r in records.iter().filter(|r| !r[0].ends_with("broken.jpg")) {
         let p: f64 = r[1].parse().unwrap();
         assert!((0.0..=1.0).contains(&p), "{r:?}");
