@@ -113,7 +113,7 @@ mod tests {
             time_s: 0.2,
         };
         append(&p, &[t.clone(), v.clone()]).unwrap();
-        append(&p, &[t.clone()]).unwrap();
+        append(&p, std::slice::from_ref(&t)).unwrap();
         std::fs::OpenOptions::new()
             .append(true)
             .open(&p)
