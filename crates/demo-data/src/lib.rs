@@ -106,7 +106,7 @@ pub fn generate(params: &DemoParams, out_dir: &Path) -> Result<Summary> {
         let path = out_dir.join(spec.folder).join(&spec.file_name);
         let bytes = encode_jpeg(&render(spec, params.size, params.seed))
             .with_context(|| format!("drawing {}", path.display()))?;
-        output::write_atomic(&path, &bytes)
+        dfd_layout::atomic::write_atomic(&path, &bytes)
     })?;
     output::finish(out_dir, &record)?;
     summary.reused = false;

@@ -9,10 +9,10 @@
 
 use crate::plan::{is_generated_name, ImageSpec};
 use anyhow::{bail, Context, Result};
+use dfd_layout::atomic::write_atomic;
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Name of the record written last when a set is complete.
 pub const RECORD: &str = "demo-data.json";
@@ -21,22 +21,11 @@ const IN_PROGRESS: &str = ".demo-data.in-progress";
 /// The class folders.
 const FOLDERS: [&str; 2] = ["real", "fake"];
 
-/// Writes `bytes` to `path` atomically: a sibling `*.tmp` file, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    let mut file = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+/// The file a temporary name stands for: `<name>.<pid>.tmp` (see
+/// [`dfd_layout::atomic::tmp_path`]) → `<name>`; `None` for other names.
+fn tmp_target(name: &str) -> Option<&str> {
+    let (base, pid) = name.strip_suffix(".tmp")?.rsplit_once('.')?;
+    pid.chars().all(|c| c.is_ascii_digit()).then_some(base)
 }
 
 /// Whether `dir` already holds the complete set `plan` described by `record`: the record
@@ -69,7 +58,8 @@ pub fn prepare(dir: &Path, plan: &[ImageSpec]) -> Result<()> {
         for entry in fs::read_dir(&sub).with_context(|| format!("listing {}", sub.display()))? {
             let entry = entry.with_context(|| format!("listing {}", sub.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = name.strip_suffix(".tmp").unwrap_or(&name);
+            let tmp = tmp_target(&name);
+            let ours = tmp.unwrap_or(&name);
             if !owned {
                 bail!(
                     "refusing to write into {}: {} holds {name}, which dfd-demo-data did not write \
@@ -81,7 +71,7 @@ pub fn prepare(dir: &Path, plan: &[ImageSpec]) -> Result<()> {
             if !is_generated_name(ours) {
                 bail!("{} holds {name}, which is not part of a demo set; remove it or choose another --out", sub.display());
             }
-            if name.ends_with(".tmp") || !planned.contains(&(folder, ours)) {
+            if tmp.is_some() || !planned.contains(&(folder, ours)) {
                 stale.push(entry.path());
             }
         }
@@ -107,5 +97,20 @@ fn remove_if_present(path: &Path) -> Result<()> {
             Err(e).with_context(|| format!("removing {}", path.display()))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_map_to_their_target() {
+        let tmp = dfd_layout::atomic::tmp_path(Path::new("real/real_00001.jpg"));
+        let name = tmp.file_name().unwrap().to_str().unwrap();
+        assert_eq!(tmp_target(name), Some("real_00001.jpg"));
+        assert_eq!(tmp_target("real_00001.jpg"), None);
+        assert_eq!(tmp_target("notes.tmp"), None);
+        assert_eq!(tmp_target("real_00001.jpg.x1.tmp"), None);
     }
 }
