@@ -16,7 +16,7 @@ use dfd_model::{parse_device, resolve_weights, Backbone, DType, ResolvedWeights,
 use tracing::{info, warn};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 
 /// Stage 2: run the frozen backbone over the image shards and cache its features.
 #[derive(Parser, Debug)]
@@ -41,6 +41,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    dfd_alloc::keep_freed_memory();
     init_tracing();
     let args = Args::parse();
     args.slice.validate()?;

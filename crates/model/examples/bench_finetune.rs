@@ -3,11 +3,10 @@
 //!
 //! `cargo run --release -p dfd-model --example bench_finetune -- --batch 64 --map 14`
 //! Prints the median samples/s over `--reps` timed steps after one warm-up step, with the median
-//! split into forward and backward+update. Build with `--features mimalloc` to run under mimalloc.
+//! split into forward and backward+update.
 
-#[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 
 use std::time::Instant;
 
@@ -31,6 +30,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    dfd_alloc::keep_freed_memory();
     let args = Args::parse();
     let arch = Arch::resnext50_32x4d();
     let device = Device::Cpu;

@@ -1,12 +1,11 @@
 //! Inference throughput of the backbone on the CPU (random weights, random input).
 //!
 //! `cargo run --release -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled`
-//! Prints the median images/s over `--reps` timed batches after one warm-up batch. Build with
-//! `--features mimalloc` to run under mimalloc instead of the system allocator.
+//! Prints the median images/s over `--reps` timed batches after one warm-up batch, under the stage
+//! binaries' allocator (`dfd-alloc`).
 
-#[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 
 use std::time::Instant;
 
@@ -61,6 +60,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    dfd_alloc::keep_freed_memory();
     let args = Args::parse();
     let arch: Arch = args.arch.parse().context("parsing --arch")?;
     let forward = model(&arch, args.unfused)?;

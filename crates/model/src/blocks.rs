@@ -97,14 +97,7 @@ impl ConvBn {
             Norm::Folded(bias) => {
                 dfd_ops::conv2d_bias_relu(x, weight, bias, *stride, *padding, *groups, relu)
             }
-            Norm::Separate(bn) => {
-                let y = bn.forward_t(&self.conv.forward(x)?, train)?;
-                if relu {
-                    y.relu()
-                } else {
-                    Ok(y)
-                }
-            }
+            Norm::Separate(bn) => bn.forward_t(&self.conv.forward(x)?, train, relu),
         }
     }
 
@@ -179,7 +172,7 @@ impl Bottleneck {
             Some(downsample) => downsample.forward_t(x, train, false)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        dfd_ops::add_relu(&y, &identity)
     }
 
     fn parameters(&self) -> Vec<Tensor> {

@@ -70,9 +70,10 @@ impl BatchNorm {
     /// Eval mode normalises with the running statistics; train mode (only for `Trainable`)
     /// normalises with the batch statistics (biased variance) and updates the running statistics
     /// in place: `r ← (1 − momentum)·r + momentum·s`, with the unbiased variance for `running_var`.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match self {
-            Self::Frozen { scale, shift } => x.broadcast_mul(scale)?.broadcast_add(shift),
+    /// A ReLU follows when `relu` (fused into the train-mode op).
+    pub fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let y = match self {
+            Self::Frozen { scale, shift } => x.broadcast_mul(scale)?.broadcast_add(shift)?,
             Self::Trainable {
                 weight,
                 bias,
@@ -80,24 +81,12 @@ impl BatchNorm {
                 running_var,
                 momentum,
             } if train => {
-                let count = x.elem_count() / x.dim(1)?;
-                if count < 2 {
-                    candle_core::bail!(
-                        "train-mode BatchNorm needs more than one value per channel, got {:?}",
-                        x.shape()
-                    )
-                }
-                let mean = (x.sum_keepdim((0, 2, 3))? / count as f64)?;
-                let centred = x.broadcast_sub(&mean)?;
-                let var = (centred.sqr()?.sum_keepdim((0, 2, 3))? / count as f64)?;
-                let normed = centred.broadcast_div(&(var.clone() + BN_EPS)?.sqrt()?)?;
-                let y = normed
-                    .broadcast_mul(&per_channel(weight)?)?
-                    .broadcast_add(&per_channel(bias)?)?;
-                let unbiased = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?;
-                update_running(running_mean, &mean.detach().flatten_all()?, *momentum)?;
+                let out = dfd_ops::batch_norm_train(x, weight, bias, BN_EPS, relu)?;
+                let count = (x.elem_count() / x.dim(1)?) as f64;
+                let unbiased = (out.var * (count / (count - 1.0)))?;
+                update_running(running_mean, &out.mean, *momentum)?;
                 update_running(running_var, &unbiased, *momentum)?;
-                Ok(y)
+                return Ok(out.y);
             }
             Self::Trainable {
                 weight,
@@ -112,8 +101,13 @@ impl BatchNorm {
                     &running_mean.as_detached_tensor(),
                     &running_var.as_detached_tensor(),
                 )?;
-                x.broadcast_mul(&scale)?.broadcast_add(&shift)
+                x.broadcast_mul(&scale)?.broadcast_add(&shift)?
             }
+        };
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
         }
     }
 

@@ -7,7 +7,12 @@
 //! The fast path is im2col + GEMM (`gemm` crate, rayon) per block of (group, images), forward and
 //! backward (gradients w.r.t. input and weight), registered as a candle `CustomOp2`. It replaces
 //! candle's per-group convolutions and its naive transposed-convolution backward.
+//!
+//! Train-mode BatchNorm (+ ReLU) and the residual `relu(a + b)` are fused ops too
+//! ([`batch_norm_train`], [`add_relu`]): candle builds them from many whole-tensor ops and
+//! reductions, which cost more than the convolutions of a fine-tune step.
 
+mod batchnorm;
 mod columns;
 mod geometry;
 mod kernels;
@@ -15,6 +20,7 @@ mod matmul;
 mod op;
 mod scratch;
 
+pub use batchnorm::{add_relu, batch_norm_train, BatchNormTrain};
 use candle_core::{DType, Result, Tensor};
 use geometry::ConvGeom;
 

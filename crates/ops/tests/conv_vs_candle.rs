@@ -2,44 +2,10 @@
 //! autograd, the gradients of `loss = sum(y * r)` w.r.t. input and weight, for every dispatch path
 //! and under 1, 2 and 3 rayon threads (which select different work splits).
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 
-/// Deterministic values in [-1, 1) (xorshift), so failures reproduce.
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-fn tensor(dims: &[usize], seed: u64) -> Result<Tensor> {
-    Tensor::from_vec(values(dims.iter().product(), seed), dims, &Device::Cpu)
-}
-
-fn max_abs(t: &Tensor) -> Result<f32> {
-    t.abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_dtype(DType::F32)?
-        .to_scalar::<f32>()
-}
-
-/// Asserts `max|got − want| <= 1e-4 · max(1, max|want|)`.
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<()> {
-    assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let diff = max_abs(&(got - want)?)?;
-    let scale = max_abs(want)?.max(1.0);
-    assert!(
-        diff <= 1e-4 * scale,
-        "{what}: max|diff| {diff:e} vs magnitude {scale}"
-    );
-    Ok(())
-}
+mod common;
+use common::{assert_close, tensor};
 
 #[derive(Clone, Copy, Debug)]
 struct Case {

@@ -25,7 +25,7 @@ use crate::output::{Format, Label, Outcome, Row, RowWriter};
 use crate::threshold::ThresholdArg;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 
 /// Score image files with a trained run: P(fake), a label, and optional Grad-CAM heatmaps.
 ///
@@ -80,6 +80,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    dfd_alloc::keep_freed_memory();
     dfd_layout::cli::init_tracing();
     match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,

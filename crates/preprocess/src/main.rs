@@ -22,7 +22,7 @@ use dfd_layout::manifest::{read_manifest, read_rejects, write_manifest, write_re
 use serde_json::json;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 
 /// Prepare a labelled image folder: validate every file, split it (seeded, stratified holdout test
 /// split + k folds), resize like torchvision Resize(S)+CenterCrop(S), augment the train split, and
@@ -48,6 +48,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    dfd_alloc::keep_freed_memory();
     dfd_layout::cli::init_tracing();
     match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ use dfd_train::optim::{AdamConfig, Optimizer, OptimizerKind};
 use dfd_train::step::{named_trainable, train_step, StepSettings};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 
 #[derive(Parser)]
 struct Args {
@@ -35,6 +35,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    dfd_alloc::keep_freed_memory();
     let args = Args::parse();
     let dev = Device::Cpu;
     let (spec, shape) = match args.head.as_str() {

@@ -3,9 +3,10 @@
 use clap::Parser;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    dfd_alloc::keep_freed_memory();
     dfd_layout::cli::init_tracing();
     let cli = dfd_train::cli::Cli::parse();
     dfd_train::run::run(&cli)

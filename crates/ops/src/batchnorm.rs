@@ -1,0 +1,452 @@
+//! Train-mode BatchNorm2d (+ optional ReLU) and the residual `relu(a + b)` as fused candle ops.
+//!
+//! candle composes train-mode BatchNorm from ~10 whole-tensor ops forward (and as many reductions
+//! and broadcasts backward), each a full pass over memory with a fresh allocation. Here the
+//! forward is two passes (channel statistics, then the affine map with the ReLU), and the backward
+//! two more (per-channel gradient sums, then the input gradient), parallel over channels/planes.
+
+use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape};
+use rayon::prelude::*;
+
+/// What [`batch_norm_train`] returns: the normalised output and the batch statistics it used.
+pub struct BatchNormTrain {
+    /// `relu?(x̂·weight + bias)`, N×C×H×W, differentiable w.r.t. `x`, `weight` and `bias`.
+    pub y: Tensor,
+    /// Per-channel batch mean (C values), detached.
+    pub mean: Tensor,
+    /// Per-channel biased batch variance (C values), detached: the one that normalised `x`.
+    pub var: Tensor,
+}
+
+/// PyTorch's train-mode `batch_norm(x, weight, bias, eps)` over an N×C×H×W `x` (statistics over
+/// N, H and W; x̂ = (x − mean)/√(var + eps) with the biased variance), followed by a ReLU when
+/// `relu`. Gradients flow to `x` (through the batch statistics too), `weight` and `bias`.
+///
+/// CPU f32 tensors take fused kernels; anything else (other devices, dtypes) runs the same maths
+/// as a composition of candle ops. Updating running statistics is the caller's business: it gets
+/// the batch statistics back.
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<BatchNormTrain> {
+    let (n, c, h, w) = x.dims4()?;
+    let count = n * h * w;
+    if count < 2 {
+        candle_core::bail!(
+            "train-mode BatchNorm needs more than one value per channel, got {:?}",
+            x.shape()
+        )
+    }
+    if !fused(&[x, weight, bias]) {
+        return composed(x, weight, bias, eps, relu);
+    }
+    let x = x.contiguous()?;
+    let stats = x.apply_op1_no_bwd(&ChannelMoments)?;
+    let moments = stats.to_vec2::<f32>()?;
+    let invstd = moments[1]
+        .iter()
+        .map(|&v| (1.0 / (f64::from(v) + eps).sqrt()) as f32)
+        .collect();
+    let op = BatchNormOp(Norm {
+        channels: c,
+        plane: h * w,
+        mean: moments[0].clone(),
+        invstd,
+        relu,
+    });
+    let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    Ok(BatchNormTrain {
+        y,
+        mean: stats.get(0)?,
+        var: stats.get(1)?,
+    })
+}
+
+/// `max(a + b, 0)` for two tensors of one shape (the end of a residual block), differentiable
+/// w.r.t. both. CPU f32 runs one fused op forward and backward; anything else is candle's
+/// `(a + b).relu()`.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() || !fused(&[a, b]) {
+        return (a + b)?.relu();
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}
+
+fn fused(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// The candle-op composition [`batch_norm_train`] falls back to.
+fn composed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<BatchNormTrain> {
+    let count = x.elem_count() / x.dim(1)?;
+    let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
+    let mean = (x.sum_keepdim((0, 2, 3))? / count as f64)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = (centred.sqr()?.sum_keepdim((0, 2, 3))? / count as f64)?;
+    let normed = centred.broadcast_div(&(var.clone() + eps)?.sqrt()?)?;
+    let y = normed
+        .broadcast_mul(&per_channel(weight)?)?
+        .broadcast_add(&per_channel(bias)?)?;
+    Ok(BatchNormTrain {
+        y: if relu { y.relu()? } else { y },
+        mean: mean.detach().flatten_all()?,
+        var: var.detach().flatten_all()?,
+    })
+}
+
+/// Contiguous f32 data of `layout` in `storage`.
+fn data<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+        candle_core::Error::Msg(format!("dfd-ops batch norm: {what} is not contiguous"))
+    })?;
+    Ok(&storage.as_slice::<f32>()?[start..end])
+}
+
+/// The dims of an N×C×H×W layout as (channels, plane).
+fn channels_plane(layout: &Layout) -> Result<(usize, usize)> {
+    let (_, c, h, w) = layout.shape().dims4()?;
+    Ok((c, h * w))
+}
+
+/// `f(c, offsets)` for every channel `c` in parallel, `offsets` iterating the start of each of
+/// channel `c`'s H×W planes (one per image) in an N×C×plane slice of `len` values.
+fn per_channel<T: Send>(
+    len: usize,
+    channels: usize,
+    plane: usize,
+    f: impl Fn(usize, &mut dyn Iterator<Item = usize>) -> T + Sync,
+) -> Vec<T> {
+    let images = len / (channels * plane).max(1);
+    (0..channels)
+        .into_par_iter()
+        .map(|c| f(c, &mut (0..images).map(|n| (n * channels + c) * plane)))
+        .collect()
+}
+
+/// Σ f(x[i], y[i], z[i]) over three slices of one length: 8 f32 lanes (independent chains the
+/// compiler vectorises), finished in f64.
+fn sum8(x: &[f32], y: &[f32], z: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f64 {
+    let mut lanes = [0f32; 8];
+    let (xs, ys, zs) = (x.chunks_exact(8), y.chunks_exact(8), z.chunks_exact(8));
+    let tail: f32 = (xs
+        .remainder()
+        .iter()
+        .zip(ys.remainder())
+        .zip(zs.remainder()))
+    .map(|((&a, &b), &c)| f(a, b, c))
+    .sum();
+    for ((a, b), c) in xs.zip(ys).zip(zs) {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane += f(a[l], b[l], c[l]);
+        }
+    }
+    lanes.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(tail)
+}
+
+/// Per-channel mean and biased variance of an N×C×H×W tensor, as a 2×C tensor; two passes with
+/// per-plane f32 sums accumulated in f64.
+struct ChannelMoments;
+
+impl CustomOp1 for ChannelMoments {
+    fn name(&self) -> &'static str {
+        "dfd-channel-moments"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, "input")?;
+        let (c, plane) = channels_plane(l)?;
+        let count = (x.len() / c) as f64;
+        let moments = per_channel(x.len(), c, plane, |_, offsets| {
+            let planes: Vec<&[f32]> = offsets.map(|o| &x[o..o + plane]).collect();
+            let sum: f64 = planes.iter().map(|p| sum8(p, p, p, |v, _, _| v)).sum();
+            let mean = (sum / count) as f32;
+            let sq: f64 = planes
+                .iter()
+                .map(|p| sum8(p, p, p, |v, _, _| (v - mean) * (v - mean)))
+                .sum();
+            (mean, (sq / count) as f32)
+        });
+        let (mean, var): (Vec<f32>, Vec<f32>) = moments.into_iter().unzip();
+        Ok((CpuStorage::F32([mean, var].concat()), Shape::from((2, c))))
+    }
+}
+
+/// The constants of one train-mode BatchNorm call.
+#[derive(Clone)]
+struct Norm {
+    channels: usize,
+    plane: usize,
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    relu: bool,
+}
+
+impl Norm {
+    /// x̂ of value `v` in channel `c`.
+    fn xhat(&self, c: usize, v: f32) -> f32 {
+        (v - self.mean[c]) * self.invstd[c]
+    }
+
+    /// The gradient reaching the pre-ReLU output: `dy`, zeroed where the ReLU cut (`y ≤ 0`).
+    fn masked(&self, dy: f32, y: f32) -> f32 {
+        if self.relu && y <= 0.0 {
+            0.0
+        } else {
+            dy
+        }
+    }
+}
+
+/// Arguments (x, weight, bias); the statistics are constants of the op, computed from `x`, and
+/// the backward accounts for their dependence on `x`.
+struct BatchNormOp(Norm);
+
+/// Arguments (x, y, dy) → 2×C: per channel Σg and Σg·x̂, g = dy masked by the ReLU.
+struct GradSums(Norm);
+
+/// Arguments (x, y, dy) → dx, with weight and the sums from [`GradSums`] as constants.
+struct GradInput {
+    norm: Norm,
+    weight: Vec<f32>,
+    sum_g: Vec<f32>,
+    sum_gx: Vec<f32>,
+}
+
+impl CustomOp3 for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "dfd-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let norm = &self.0;
+        let x = data(s1, l1, "input")?;
+        let weight = data(s2, l2, "weight")?;
+        let bias = data(s3, l3, "bias")?;
+        if weight.len() != norm.channels || bias.len() != norm.channels {
+            candle_core::bail!(
+                "dfd-ops batch norm: weight/bias of {}/{} values for {} channels",
+                weight.len(),
+                bias.len(),
+                norm.channels
+            )
+        }
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(norm.plane)
+            .zip(x.par_chunks(norm.plane))
+            .enumerate()
+            .for_each(|(i, (yp, xp))| {
+                let c = i % norm.channels;
+                let scale = norm.invstd[c] * weight[c];
+                let shift = bias[c] - norm.mean[c] * scale;
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    let z = v * scale + shift;
+                    *o = if norm.relu { z.max(0.0) } else { z };
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let sums = x.apply_op3_no_bwd(y, &dy, &GradSums(self.0.clone()))?;
+        let dx = if x.track_op() {
+            let rows = sums.to_vec2::<f32>()?;
+            let op = GradInput {
+                norm: self.0.clone(),
+                weight: weight.to_dtype(DType::F32)?.to_vec1()?,
+                sum_g: rows[0].clone(),
+                sum_gx: rows[1].clone(),
+            };
+            Some(x.apply_op3_no_bwd(y, &dy, &op)?)
+        } else {
+            None
+        };
+        let dweight = weight.track_op().then(|| sums.get(1)).transpose()?;
+        let dbias = bias.track_op().then(|| sums.get(0)).transpose()?;
+        Ok((dx, dweight, dbias))
+    }
+}
+
+/// The three same-shape arguments (x, y, dy) of the backward ops, with their channel geometry.
+fn backward_args<'a>(norm: &Norm, args: [(&'a CpuStorage, &Layout); 3]) -> Result<[&'a [f32]; 3]> {
+    let [x, y, dy] = args.map(|(s, l)| data(s, l, "backward argument"));
+    let (x, y, dy) = (x?, y?, dy?);
+    if y.len() != x.len() || dy.len() != x.len() || x.len() % (norm.channels * norm.plane) != 0 {
+        candle_core::bail!("dfd-ops batch norm backward: argument sizes disagree")
+    }
+    Ok([x, y, dy])
+}
+
+impl CustomOp3 for GradSums {
+    fn name(&self) -> &'static str {
+        "dfd-batch-norm-grad-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let norm = &self.0;
+        let [x, y, dy] = backward_args(norm, [(s1, l1), (s2, l2), (s3, l3)])?;
+        let plane = norm.plane;
+        let sums = per_channel(x.len(), norm.channels, plane, |c, offsets| {
+            offsets.fold((0f64, 0f64), |(sg, sgx), o| {
+                let (xp, yp, gp) = (&x[o..o + plane], &y[o..o + plane], &dy[o..o + plane]);
+                let sum_g = sum8(xp, yp, gp, |_, y, g| norm.masked(g, y));
+                let sum_gx = sum8(xp, yp, gp, |x, y, g| norm.masked(g, y) * norm.xhat(c, x));
+                (sg + sum_g, sgx + sum_gx)
+            })
+        });
+        let sums: Vec<(f32, f32)> = sums
+            .into_iter()
+            .map(|(a, b)| (a as f32, b as f32))
+            .collect();
+        let (sum_g, sum_gx): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+        Ok((
+            CpuStorage::F32([sum_g, sum_gx].concat()),
+            Shape::from((2, norm.channels)),
+        ))
+    }
+}
+
+impl CustomOp3 for GradInput {
+    fn name(&self) -> &'static str {
+        "dfd-batch-norm-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let norm = &self.norm;
+        let [x, y, dy] = backward_args(norm, [(s1, l1), (s2, l2), (s3, l3)])?;
+        let count = (x.len() / norm.channels) as f32;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(norm.plane)
+            .enumerate()
+            .for_each(|(i, dxp)| {
+                let c = i % norm.channels;
+                let off = i * norm.plane;
+                let k = self.weight[c] * norm.invstd[c] / count;
+                let (sum_g, sum_gx) = (self.sum_g[c], self.sum_gx[c]);
+                let range = off..off + norm.plane;
+                let parts = x[range.clone()]
+                    .iter()
+                    .zip(&y[range.clone()])
+                    .zip(&dy[range]);
+                for (d, ((&v, &o), &g)) in dxp.iter_mut().zip(parts) {
+                    let g = norm.masked(g, o);
+                    *d = k * (count * g - sum_g - norm.xhat(c, v) * sum_gx);
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// `max(a + b, 0)`; its gradient `dy·[y > 0]` goes to both arguments.
+struct AddRelu;
+
+/// Arguments (y, dy) → `dy·[y > 0]`.
+struct ReluGrad;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "dfd-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (data(s1, l1, "left")?, data(s2, l2, "right")?);
+        let mut y = vec![0f32; a.len()];
+        zip_par(&mut y, a, b, |a, b| (a + b).max(0.0));
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = y.apply_op2_no_bwd(&dy.contiguous()?, &ReluGrad)?;
+        Ok((a.track_op().then(|| g.clone()), b.track_op().then_some(g)))
+    }
+}
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "dfd-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (y, dy) = (data(s1, l1, "output")?, data(s2, l2, "output gradient")?);
+        let mut g = vec![0f32; y.len()];
+        zip_par(&mut g, y, dy, |y, dy| if y > 0.0 { dy } else { 0.0 });
+        Ok((CpuStorage::F32(g), l1.shape().clone()))
+    }
+}
+
+/// `out[i] = f(a[i], b[i])` in parallel chunks. Panics when the lengths differ.
+fn zip_par(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    assert!(
+        a.len() == out.len() && b.len() == out.len(),
+        "zip_par sizes"
+    );
+    const CHUNK: usize = 1 << 14;
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+}
