@@ -11,6 +11,9 @@
 //! only on its own centre and the scale, so a window of a full-size resize (the centre crop) is
 //! computed exactly, without the pixels that the crop throws away.
 
+mod convolve;
+
+use convolve::Plan;
 use image::RgbImage;
 
 /// Fixed-point precision of Pillow's 8-bit resampling coefficients.
@@ -76,69 +79,18 @@ fn resample(img: &RgbImage, src_box: [f64; 4], full: (u32, u32), out: [u32; 4]) 
     let [ox, oy, ow, oh] = out;
     let horiz = Taps::new(in_w, src_box[0], src_box[2], full.0, ox, ow);
     let vert = Taps::new(in_h, src_box[1], src_box[3], full.1, oy, oh);
-    // Source rows the vertical pass reads (Pillow's ybox_first..ybox_last).
-    let y_lo = vert.start.iter().copied().min().unwrap_or(0);
-    let y_hi = vert.start.iter().map(|s| s + vert.ksize).max().unwrap_or(0);
-    let src = img.as_raw();
-    let in_stride = in_w as usize * 3;
-    let stride = ow as usize * 3;
     // Pillow skips the horizontal pass exactly when it would be the identity.
     let need_horizontal = full.0 != in_w || src_box[0] != 0.0 || src_box[2] != f64::from(in_w);
-    let tmp: Vec<u8> = if need_horizontal {
-        let mut tmp = vec![0u8; (y_hi - y_lo) * stride];
-        for (dst, y) in tmp.chunks_exact_mut(stride).zip(y_lo..y_hi) {
-            horizontal_row(&src[y * in_stride..(y + 1) * in_stride], dst, &horiz);
-        }
-        tmp
-    } else {
-        let (x0, x1) = (ox as usize * 3, (ox + ow) as usize * 3);
-        (y_lo..y_hi)
-            .flat_map(|y| &src[y * in_stride + x0..y * in_stride + x1])
-            .copied()
-            .collect()
+    let plan = Plan {
+        src: img.as_raw(),
+        in_w: in_w as usize,
+        horiz: need_horizontal.then_some(&horiz),
+        x0: ox as usize,
+        ow: ow as usize,
+        vert: &vert,
     };
-    let mut out_buf = vec![0u8; oh as usize * stride];
-    let mut acc = vec![0i32; stride];
-    for (yy, dst) in out_buf.chunks_exact_mut(stride).enumerate() {
-        acc.fill(1 << (PRECISION_BITS - 1));
-        let first = vert.start[yy] - y_lo;
-        for (t, &k) in vert.coeffs(yy).iter().enumerate() {
-            let row = &tmp[(first + t) * stride..(first + t + 1) * stride];
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += i32::from(p) * k;
-            }
-        }
-        for (d, &a) in dst.iter_mut().zip(&acc) {
-            *d = clip8(a);
-        }
-    }
+    let out_buf = convolve::run(&plan);
     RgbImage::from_raw(ow, oh, out_buf).expect("buffer sized ow*oh*3")
-}
-
-/// One output row of the horizontal pass over an RGB source row.
-fn horizontal_row(src: &[u8], dst: &mut [u8], taps: &Taps) {
-    for (xx, px) in dst.chunks_exact_mut(3).enumerate() {
-        let start = taps.start[xx] * 3;
-        let window = &src[start..start + taps.ksize * 3];
-        let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
-        for (&k, p) in taps.coeffs(xx).iter().zip(window.chunks_exact(3)) {
-            acc[0] += i32::from(p[0]) * k;
-            acc[1] += i32::from(p[1]) * k;
-            acc[2] += i32::from(p[2]) * k;
-        }
-        px.copy_from_slice(&acc.map(clip8));
-    }
-}
-
-/// Pillow's `clip8`: fixed-point sum to u8.
-fn clip8(v: i32) -> u8 {
-    if v >= (1 << PRECISION_BITS << 8) {
-        255
-    } else if v <= 0 {
-        0
-    } else {
-        (v >> PRECISION_BITS) as u8
-    }
 }
 
 /// Fixed-point filter taps for a run of output pixels along one axis. Every pixel gets exactly
