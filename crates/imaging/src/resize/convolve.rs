@@ -157,21 +157,34 @@ fn weighted_cells(cells: &[[u8; LANES]], coeffs: &[i32]) -> [u8; LANES + 1] {
 }
 
 /// One output row of the vertical pass: `src` holds `coeffs.len()` consecutive intermediate rows
-/// of `stride` bytes; `dst` gets their weighted sum.
+/// of `stride` bytes; `dst` gets their weighted sum, [`CHUNK`] values at a time, then one by one.
 #[inline(always)]
 fn vertical_row(src: &[u8], stride: usize, coeffs: &[i32], dst: &mut [u8]) {
-    for (c, out) in dst.chunks_mut(CHUNK).enumerate() {
-        let base = c * CHUNK;
-        let mut acc = [HALF; CHUNK];
-        for (t, &k) in coeffs.iter().enumerate() {
-            let row = &src[t * stride + base..t * stride + base + out.len()];
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += i32::from(p) * k;
-            }
+    let body = dst.len() / CHUNK * CHUNK;
+    let (head, tail) = dst.split_at_mut(body);
+    for (c, out) in head.chunks_exact_mut(CHUNK).enumerate() {
+        vertical_chunk::<CHUNK>(&src[c * CHUNK..], stride, coeffs, out);
+    }
+    for (i, out) in tail.chunks_exact_mut(1).enumerate() {
+        vertical_chunk::<1>(&src[body + i..], stride, coeffs, out);
+    }
+}
+
+/// `dst` (`N` values) gets the weighted sum of the first `N` values of `src`'s rows
+/// (`coeffs.len()` of them, `stride` apart). `N` is a constant so that the sums stay in registers.
+#[inline(always)]
+fn vertical_chunk<const N: usize>(src: &[u8], stride: usize, coeffs: &[i32], dst: &mut [u8]) {
+    let mut acc = [HALF; N];
+    for (t, &k) in coeffs.iter().enumerate() {
+        let row: &[u8; N] = src[t * stride..t * stride + N]
+            .try_into()
+            .expect("slice of N values");
+        for (a, &p) in acc.iter_mut().zip(row) {
+            *a += i32::from(p) * k;
         }
-        for (d, &a) in out.iter_mut().zip(&acc) {
-            *d = clip8(a);
-        }
+    }
+    for (d, &a) in dst.iter_mut().zip(&acc) {
+        *d = clip8(a);
     }
 }
 
