@@ -4,7 +4,7 @@
 //! Every convolution goes through [`dfd_ops::conv2d`]. Parameter names are torchvision's.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
 use crate::arch::{Arch, Cut, EXPANSION, STAGE_PLANES, STAGE_STRIDES, STEM_CHANNELS};
 use crate::norm::{BatchNorm, BnMode};
@@ -228,6 +228,35 @@ impl Stage {
     }
 }
 
+/// `nn.Linear` with a bias, computed by [`dfd_ops::linear`] (fused GEMM forward and backward on
+/// the CPU) on 2-D inputs.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// `weight` C_out×C_in, `bias` C_out values.
+    pub fn new(weight: Tensor, bias: Tensor) -> Self {
+        Self { weight, bias }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        dfd_ops::linear(x, &self.weight, &self.bias)
+    }
+}
+
 /// `nn.Linear(c_in, c_out)` read from `vb`; a fresh variable gets PyTorch's default init
 /// (weight and bias uniform in ±1/sqrt(c_in)).
 pub fn linear(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Linear> {
@@ -238,7 +267,7 @@ pub fn linear(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Linear> {
     };
     let weight = vb.get_with_hints((c_out, c_in), "weight", init)?;
     let bias = vb.get_with_hints(c_out, "bias", init)?;
-    Ok(Linear::new(weight, Some(bias)))
+    Ok(Linear::new(weight, bias))
 }
 
 /// Global average pooling over H and W, flattened to N×C.

@@ -4,13 +4,13 @@ use std::path::Path;
 
 use anyhow::Context;
 use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cut};
-use crate::blocks::{global_avg_pool, linear, Stage};
+use crate::blocks::{global_avg_pool, linear, Linear, Stage};
 use crate::norm::{BnMode, BN_MOMENTUM};
 use crate::weights::ResolvedWeights;
 
@@ -241,7 +241,7 @@ fn classifier(vb: &VarBuilder, input: usize, hidden: &[usize]) -> candle_core::R
 fn linear_params(layers: &[Linear]) -> Vec<Tensor> {
     layers
         .iter()
-        .flat_map(|l| std::iter::once(l.weight().clone()).chain(l.bias().cloned()))
+        .flat_map(|l| [l.weight().clone(), l.bias().clone()])
         .collect()
 }
 

@@ -8,14 +8,15 @@
 //! backward (gradients w.r.t. input and weight), registered as a candle `CustomOp2`. It replaces
 //! candle's per-group convolutions and its naive transposed-convolution backward.
 //!
-//! Train-mode BatchNorm (+ ReLU) and the residual `relu(a + b)` are fused ops too
-//! ([`batch_norm_train`], [`add_relu`]): candle builds them from many whole-tensor ops and
+//! Train-mode BatchNorm (+ ReLU), the residual `relu(a + b)` and `nn.Linear` are fused ops too
+//! ([`batch_norm_train`], [`add_relu`], [`linear`]): candle builds them from many whole-tensor ops and
 //! reductions, which cost more than the convolutions of a fine-tune step.
 
 mod batchnorm;
 mod columns;
 mod geometry;
 mod kernels;
+mod linear;
 mod matmul;
 mod op;
 mod scratch;
@@ -23,6 +24,7 @@ mod scratch;
 pub use batchnorm::{add_relu, batch_norm_train, BatchNormTrain};
 use candle_core::{DType, Result, Tensor};
 use geometry::ConvGeom;
+pub use linear::linear;
 
 /// 2-D convolution of `x` (N×C_in×H×W) with `w` (C_out×C_in/groups×kh×kw), dilation 1.
 ///

@@ -87,11 +87,16 @@ pub fn train_step(
                 .transpose()
         })
         .collect::<Result<Vec<_>>>()?;
-    let abs_sum: f64 = values
-        .iter()
-        .zip(&mut host_grads)
-        .map(|(v, g)| add_l1(v, g.as_mut(), settings.l1))
-        .sum();
+    // Σ|θ| only matters (to the loss and its gradient) when the penalty is on.
+    let abs_sum: f64 = if settings.l1 == 0.0 {
+        0.0
+    } else {
+        values
+            .iter()
+            .zip(&mut host_grads)
+            .map(|(v, g)| add_l1(v, g.as_mut(), settings.l1))
+            .sum()
+    };
     let ce_value = f64::from(ce.to_scalar::<f32>().context("reading the loss")?);
     let loss = ce_value + f64::from(settings.l1) * abs_sum;
     if !loss.is_finite() {
