@@ -9,6 +9,8 @@ use candle_core::Tensor;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use crate::storage::f32_data;
+
 /// What [`batch_norm_train`] returns: the normalised output and the batch statistics it used.
 pub struct BatchNormTrain {
     /// `relu?(x̂·weight + bias)`, N×C×H×W, differentiable w.r.t. `x`, `weight` and `bias`.
@@ -106,12 +108,9 @@ fn composed(
     })
 }
 
-/// Contiguous f32 data of `layout` in `storage`.
+/// All contiguous f32 values of `layout` in `storage`.
 fn data<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-        candle_core::Error::Msg(format!("dfd-ops batch norm: {what} is not contiguous"))
-    })?;
-    Ok(&storage.as_slice::<f32>()?[start..end])
+    f32_data(storage, layout, layout.shape().elem_count(), what)
 }
 
 /// The dims of an N×C×H×W layout as (channels, plane).

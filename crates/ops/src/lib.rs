@@ -20,6 +20,7 @@ mod linear;
 mod matmul;
 mod op;
 mod scratch;
+mod storage;
 
 pub use batchnorm::{add_relu, batch_norm_train, BatchNormTrain};
 use candle_core::{DType, Result, Tensor};

@@ -6,6 +6,7 @@
 //! step. Here forward and both input/weight gradients are single GEMMs on contiguous data.
 
 use crate::matmul::{matmul, MatMut, MatRef};
+use crate::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 
@@ -65,14 +66,6 @@ struct GradInput(Dims);
 /// Arguments (dy, x) → dw = dyᵀ·x (O×I).
 struct GradWeight(Dims);
 
-/// Contiguous f32 data of exactly `len` elements.
-fn data<'a>(s: &'a CpuStorage, l: &Layout, len: usize, what: &str) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) if end - start == len => Ok(&s.as_slice::<f32>()?[start..end]),
-        _ => candle_core::bail!("dfd-ops linear: {what} is not a contiguous {len}-value tensor"),
-    }
-}
-
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
         "dfd-linear"
@@ -88,9 +81,9 @@ impl CustomOp3 for Linear {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let Dims { n, i, o } = self.0;
-        let x = data(s1, l1, n * i, "input")?;
-        let w = data(s2, l2, o * i, "weight")?;
-        let b = data(s3, l3, o, "bias")?;
+        let x = f32_data(s1, l1, n * i, "input")?;
+        let w = f32_data(s2, l2, o * i, "weight")?;
+        let b = f32_data(s3, l3, o, "bias")?;
         let mut y = vec![0f32; n * o];
         let par = self.0.parallelism();
         let (xm, wt) = (MatRef::rows(x, n, i, i), MatRef::rows(w, o, i, i).t());
@@ -136,8 +129,8 @@ impl CustomOp2 for GradInput {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let Dims { n, i, o } = self.0;
-        let dy = data(s1, l1, n * o, "output gradient")?;
-        let w = data(s2, l2, o * i, "weight")?;
+        let dy = f32_data(s1, l1, n * o, "output gradient")?;
+        let w = f32_data(s2, l2, o * i, "weight")?;
         let mut dx = vec![0f32; n * i];
         let (dym, wm) = (MatRef::rows(dy, n, o, o), MatRef::rows(w, o, i, i));
         let par = self.0.parallelism();
@@ -159,8 +152,8 @@ impl CustomOp2 for GradWeight {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let Dims { n, i, o } = self.0;
-        let dy = data(s1, l1, n * o, "output gradient")?;
-        let x = data(s2, l2, n * i, "input")?;
+        let dy = f32_data(s1, l1, n * o, "output gradient")?;
+        let x = f32_data(s2, l2, n * i, "input")?;
         let mut dw = vec![0f32; o * i];
         let (dyt, xm) = (MatRef::rows(dy, n, o, o).t(), MatRef::rows(x, n, i, i));
         let par = self.0.parallelism();

@@ -2,26 +2,8 @@
 
 use crate::geometry::ConvGeom;
 use crate::kernels::{self, Epilogue};
+use crate::storage::f32_data;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-
-/// Contiguous f32 data of `layout` in `storage`, which must hold exactly `len` elements.
-fn f32_data<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    len: usize,
-    what: &str,
-) -> Result<&'a [f32]> {
-    let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-        candle_core::Error::Msg(format!("dfd-ops conv: {what} is not contiguous"))
-    })?;
-    if end - start != len {
-        candle_core::bail!(
-            "dfd-ops conv: {what} has {} elements, expected {len}",
-            end - start
-        );
-    }
-    Ok(&storage.as_slice::<f32>()?[start..end])
-}
 
 /// `conv2d(x, w)` for a fixed geometry; differentiable w.r.t. both arguments.
 pub(crate) struct GemmConv(pub ConvGeom);

@@ -1,0 +1,21 @@
+//! Reading a custom op's arguments out of candle's CPU storage.
+
+use candle_core::{CpuStorage, Layout, Result};
+
+/// The contiguous f32 values of `layout` in `storage`, which must hold exactly `len` of them;
+/// `what` names the argument in errors.
+pub(crate) fn f32_data<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    len: usize,
+    what: &str,
+) -> Result<&'a [f32]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) if end - start == len => Ok(&storage.as_slice::<f32>()?[start..end]),
+        Some((start, end)) => candle_core::bail!(
+            "dfd-ops: {what} has {} elements, expected {len}",
+            end - start
+        ),
+        None => candle_core::bail!("dfd-ops: {what} is not contiguous"),
+    }
+}
