@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use crate::storage::f32_data;
+use crate::storage::{all_cpu_f32, f32_data};
 
 /// What [`batch_norm_train`] returns: the normalised output and the batch statistics it used.
 pub struct BatchNormTrain {
@@ -43,7 +43,7 @@ pub fn batch_norm_train(
             x.shape()
         )
     }
-    if !fused(&[x, weight, bias]) {
+    if !all_cpu_f32(&[x, weight, bias]) {
         return composed(x, weight, bias, eps, relu);
     }
     let x = x.contiguous()?;
@@ -72,16 +72,10 @@ pub fn batch_norm_train(
 /// w.r.t. both. CPU f32 runs one fused op forward and backward; anything else is candle's
 /// `(a + b).relu()`.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.shape() != b.shape() || !fused(&[a, b]) {
+    if a.shape() != b.shape() || !all_cpu_f32(&[a, b]) {
         return (a + b)?.relu();
     }
     a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
-}
-
-fn fused(tensors: &[&Tensor]) -> bool {
-    tensors
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// The candle-op composition [`batch_norm_train`] falls back to.

@@ -23,9 +23,10 @@ mod scratch;
 mod storage;
 
 pub use batchnorm::{add_relu, batch_norm_train, BatchNormTrain};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use geometry::ConvGeom;
 pub use linear::linear;
+use storage::all_cpu_f32;
 
 /// 2-D convolution of `x` (N×C_in×H×W) with `w` (C_out×C_in/groups×kh×kw), dilation 1.
 ///
@@ -65,8 +66,8 @@ pub fn conv2d_bias_relu(
     relu: bool,
 ) -> Result<Tensor> {
     let untracked = !x.track_op() && !w.track_op() && !bias.track_op();
-    let fused = fast_path(x, w, stride, padding, groups)
-        .filter(|_| untracked && bias.device().is_cpu() && bias.dtype() == DType::F32);
+    let fused =
+        fast_path(x, w, stride, padding, groups).filter(|_| untracked && all_cpu_f32(&[bias]));
     match fused {
         Some(geom) => x.contiguous()?.apply_op3_no_bwd(
             &w.contiguous()?,
@@ -110,8 +111,7 @@ fn fast_path(
     padding: usize,
     groups: usize,
 ) -> Option<ConvGeom> {
-    let on_cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if !on_cpu_f32(x) || !on_cpu_f32(w) {
+    if !all_cpu_f32(&[x, w]) {
         return None;
     }
     let wd = w.dims4().ok()?;

@@ -6,20 +6,15 @@
 //! step. Here forward and both input/weight gradients are single GEMMs on contiguous data.
 
 use crate::matmul::{matmul, MatMut, MatRef};
-use crate::storage::f32_data;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use crate::storage::{all_cpu_f32, f32_data};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 
 /// `x·wᵀ + b` for `x` N×I, `w` O×I, `b` O values (PyTorch's `F.linear`), differentiable w.r.t.
 /// all three. CPU f32 tensors with a 2-D `x` run the fused GEMM op; anything else runs candle's
 /// `broadcast_matmul` + `broadcast_add` (any leading batch dimensions) with the same values.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let fast = [x, w, b]
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-        && x.rank() == 2
-        && w.rank() == 2
-        && b.rank() == 1;
+    let fast = all_cpu_f32(&[x, w, b]) && x.rank() == 2 && w.rank() == 2 && b.rank() == 1;
     if !fast {
         return x.broadcast_matmul(&w.t()?)?.broadcast_add(b);
     }

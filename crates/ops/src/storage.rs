@@ -1,6 +1,15 @@
-//! Reading a custom op's arguments out of candle's CPU storage.
+//! Which tensors the CPU kernels take, and reading a custom op's arguments out of candle's CPU
+//! storage.
 
-use candle_core::{CpuStorage, Layout, Result};
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
+
+/// Whether every tensor is f32 on the CPU: the only case the custom kernels handle (anything else
+/// runs candle's own ops).
+pub(crate) fn all_cpu_f32(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
 
 /// The contiguous f32 values of `layout` in `storage`, which must hold exactly `len` of them;
 /// `what` names the argument in errors.
