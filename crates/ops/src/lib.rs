@@ -11,10 +11,14 @@
 //! Train-mode BatchNorm (+ ReLU), the residual `relu(a + b)` and `nn.Linear` are fused ops too
 //! ([`batch_norm_train`], [`add_relu`], [`linear`]): candle builds them from many whole-tensor ops and
 //! reductions, which cost more than the convolutions of a fine-tune step.
+//!
+//! [`with_f32`] and [`update_f32`] read tensors and update variables in place on the host without
+//! copies where candle's storage allows it (the optimiser's path).
 
 mod batchnorm;
 mod columns;
 mod geometry;
+mod host;
 mod kernels;
 mod linear;
 mod matmul;
@@ -25,6 +29,7 @@ mod storage;
 pub use batchnorm::{add_relu, batch_norm_train, BatchNormTrain};
 use candle_core::{Result, Tensor};
 use geometry::ConvGeom;
+pub use host::{update_f32, with_f32};
 pub use linear::linear;
 use storage::all_cpu_f32;
 

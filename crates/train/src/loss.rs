@@ -2,8 +2,9 @@
 //! `l1 · Σ|θ|` over the trainable parameters.
 //!
 //! The cross-entropy goes through candle's autograd; the L1 term is added by hand (its value to
-//! the loss, `l1 · sign(θ)` to each gradient, with sign(0) = 0 as PyTorch's `abs` backward), which
-//! is exact and avoids building a graph over every parameter.
+//! the loss from [`crate::optim::Optimizer::abs_sum`], `l1 · sign(θ)` to each gradient inside
+//! [`crate::optim::Optimizer::step`]), which is exact and avoids building a graph over every
+//! parameter.
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor, D};
@@ -55,20 +56,6 @@ pub fn class_weights(cfg: &ClassWeights, labels: &[u8]) -> Result<Option<[f32; 2
         }
         ClassWeights::Explicit([r, f]) => Some([*r as f32, *f as f32]),
     })
-}
-
-/// Adds `l1 · sign(θ)` to a gradient and returns `Σ|θ|`.
-pub fn add_l1(values: &[f32], grad: Option<&mut Vec<f32>>, l1: f32) -> f64 {
-    if let Some(grad) = grad {
-        if l1 != 0.0 {
-            for (g, &p) in grad.iter_mut().zip(values) {
-                if p != 0.0 {
-                    *g += l1 * p.signum();
-                }
-            }
-        }
-    }
-    values.iter().map(|&p| f64::from(p.abs())).sum()
 }
 
 /// Fraction of rows whose fake logit is at least the real one (P(fake) ≥ ½).
@@ -126,13 +113,5 @@ mod tests {
             class_weights(&ClassWeights::default(), &[0, 1]).unwrap(),
             None
         );
-    }
-
-    #[test]
-    fn l1_gradient_is_sign() {
-        let mut g = vec![1.0f32, 1.0, 1.0];
-        let s = add_l1(&[-2.0, 0.0, 3.0], Some(&mut g), 0.5);
-        assert_eq!(s, 5.0);
-        assert_eq!(g, vec![0.5, 1.0, 1.5]);
     }
 }

@@ -7,15 +7,18 @@
 //! - then `m ← m + (1−β1)(g − m)`, `v ← β2·v + (1−β2)·g²`,
 //!   `p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε)`.
 //!
-//! State (`m`, `v` per variable) lives on the host as f32; the step count is kept by the caller's
-//! checkpoint (see [`Optimizer::steps`]).
+//! The L1 term of the loss (`l1 · sign(θ)`) is added to each gradient and PyTorch's global-norm
+//! clipping applied inside the step. State (`m`, `v` per variable) lives on the host as f32; the
+//! step count is kept by the caller's checkpoint (see [`Optimizer::steps`]).
 
 use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{bail, ensure, Context, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use dfd_layout::shards::{encode, TensorData};
+use dfd_ops::{update_f32, with_f32};
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
@@ -103,68 +106,91 @@ impl Optimizer {
             .collect()
     }
 
-    /// One step at rate `lr` given each variable's current `values` (from [`Optimizer::values`])
-    /// and gradient (`None`: the variable got no gradient and is left alone, as PyTorch does).
-    pub fn step(
-        &mut self,
-        values: Vec<Vec<f32>>,
-        grads: &[Option<Vec<f32>>],
-        lr: f64,
-    ) -> Result<()> {
-        ensure!(
-            values.len() == self.params.len() && grads.len() == self.params.len(),
-            "optimiser step with {} values and {} gradients for {} variables",
-            values.len(),
-            grads.len(),
-            self.params.len()
-        );
+    /// `Σ|θ|` over every variable, summed in f64 in order (the L1 term of the loss).
+    pub fn abs_sum(&self) -> Result<f64> {
+        self.params.iter().try_fold(0.0, |sum, p| {
+            let s = with_f32(p.var.as_tensor(), |v| {
+                v.iter().map(|&x| f64::from(x.abs())).sum::<f64>()
+            });
+            Ok(sum + s.with_context(|| format!("reading `{}`", p.name))?)
+        })
+    }
+
+    /// One step at rate `lr`. Each variable's gradient is its entry in `grads` plus
+    /// `l1 · sign(θ)` (the L1 term; sign(0) = 0 as PyTorch's `abs` backward), scaled as
+    /// `torch.nn.utils.clip_grad_norm_` does when `max_norm > 0` (coefficient
+    /// `max_norm / (norm + 1e-6)`, capped at 1, from the global L2 norm of those gradients).
+    /// A variable without a gradient is left alone, as PyTorch does.
+    ///
+    /// CPU f32 variables are updated in place and their gradients read where they lie: no copy.
+    pub fn step(&mut self, grads: &GradStore, l1: f32, max_norm: f64, lr: f64) -> Result<()> {
+        let grads: Vec<Option<&Tensor>> = self
+            .params
+            .iter()
+            .map(|p| grads.get(p.var.as_tensor()))
+            .collect();
+        let coef = if max_norm > 0.0 {
+            let norm = self.grad_norm(&grads, l1)?;
+            (max_norm / (norm + 1e-6)).min(1.0) as f32
+        } else {
+            1.0
+        };
         self.steps += 1;
         let t = self.steps as f64;
         let [b1, b2] = self.cfg.betas;
-        let wd = self.cfg.weight_decay as f32;
-        let step_size = (lr / (1.0 - b1.powf(t))) as f32;
-        let bc2_sqrt = (1.0 - b2.powf(t)).sqrt() as f32;
-        let (one_minus_b1, b2f, one_minus_b2) = ((1.0 - b1) as f32, b2 as f32, (1.0 - b2) as f32);
-        let eps = self.cfg.eps as f32;
-        let decay = (1.0 - lr * self.cfg.weight_decay) as f32;
-        for ((param, mut p), grad) in self.params.iter_mut().zip(values).zip(grads) {
+        let k = Coefficients {
+            l1,
+            coef,
+            weight_decay: self.cfg.weight_decay as f32,
+            decay: (1.0 - lr * self.cfg.weight_decay) as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            b2: b2 as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            bc2_sqrt: (1.0 - b2.powf(t)).sqrt() as f32,
+            step_size: (lr / (1.0 - b1.powf(t))) as f32,
+            eps: self.cfg.eps as f32,
+        };
+        let update = match self.cfg.kind {
+            OptimizerKind::Adam if k.weight_decay != 0.0 => update_chunk::<L2> as UpdateFn,
+            OptimizerKind::Adam => update_chunk::<NO_DECAY>,
+            OptimizerKind::AdamW => update_chunk::<DECOUPLED>,
+        };
+        for (param, grad) in self.params.iter_mut().zip(grads) {
             let Some(grad) = grad else { continue };
-            ensure!(
-                grad.len() == p.len(),
-                "gradient of `{}` has {} values for {} parameters",
-                param.name,
-                grad.len(),
-                p.len()
-            );
-            // Element-wise, so chunks in parallel give the same bits as one loop.
-            const CHUNK: usize = 1 << 14;
-            let kind = self.cfg.kind;
-            p.par_chunks_mut(CHUNK)
-                .zip(grad.par_chunks(CHUNK))
-                .zip(param.m.par_chunks_mut(CHUNK))
-                .zip(param.v.par_chunks_mut(CHUNK))
-                .for_each(|(((p, grad), m), v)| {
-                    for (((p, &g), m), v) in p.iter_mut().zip(grad).zip(m).zip(v) {
-                        let g = match kind {
-                            OptimizerKind::Adam if wd != 0.0 => g + wd * *p,
-                            OptimizerKind::Adam => g,
-                            OptimizerKind::AdamW => {
-                                *p *= decay;
-                                g
-                            }
-                        };
-                        *m += one_minus_b1 * (g - *m);
-                        *v = *v * b2f + one_minus_b2 * g * g;
-                        let denom = v.sqrt() / bc2_sqrt + eps;
-                        *p += -step_size * (*m / denom);
-                    }
-                });
-            Tensor::from_vec(p, param.var.shape(), param.var.device())
-                .and_then(|t| t.to_dtype(param.var.dtype()))
-                .and_then(|t| param.var.set(&t))
-                .with_context(|| format!("updating `{}`", param.name))?;
+            let (m, v) = (&mut param.m, &mut param.v);
+            update_f32(&param.var, grad, |p, g| {
+                // Element-wise, so chunks in parallel give the same bits as one loop.
+                const CHUNK: usize = 1 << 14;
+                p.par_chunks_mut(CHUNK)
+                    .zip(g.par_chunks(CHUNK))
+                    .zip(m.par_chunks_mut(CHUNK))
+                    .zip(v.par_chunks_mut(CHUNK))
+                    .for_each(|(((p, g), m), v)| update(&k, p, g, m, v));
+            })
+            .with_context(|| format!("updating `{}`", param.name))?;
         }
         Ok(())
+    }
+
+    /// Global L2 norm of the gradients with their L1 terms (per-variable sums of squares in f64,
+    /// in order, as PyTorch's `clip_grad_norm_`).
+    fn grad_norm(&self, grads: &[Option<&Tensor>], l1: f32) -> Result<f64> {
+        let mut total = 0.0;
+        for (param, grad) in self.params.iter().zip(grads) {
+            let Some(grad) = grad else { continue };
+            let sum = with_f32(param.var.as_tensor(), |p| {
+                with_f32(grad, |g| {
+                    p.iter()
+                        .zip(g)
+                        .map(|(&p, &g)| f64::from(with_l1(g, p, l1)).powi(2))
+                        .sum::<f64>()
+                })
+            });
+            total += sum
+                .and_then(|s| s)
+                .with_context(|| format!("reading the gradient of `{}`", param.name))?;
+        }
+        Ok(total.sqrt())
     }
 
     /// Writes the moments as safetensors (`m.<name>`, `v.<name>`, f32, flat).
@@ -230,23 +256,98 @@ pub fn host_values(var: &Var, name: &str) -> Result<Vec<f32>> {
         .with_context(|| format!("reading `{name}`"))
 }
 
-/// Scales gradients so their global L2 norm is at most `max_norm`, exactly as
-/// `torch.nn.utils.clip_grad_norm_` (coefficient `max_norm / (norm + 1e-6)`, capped at 1).
-/// Returns the norm before clipping.
-pub fn clip_grad_norm(grads: &mut [Option<Vec<f32>>], max_norm: f64) -> f64 {
-    let total = grads
-        .iter()
-        .flatten()
-        .map(|g| g.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
-        .sum::<f64>()
-        .sqrt();
-    let coef = (max_norm / (total + 1e-6)).min(1.0) as f32;
-    for g in grads.iter_mut().flatten() {
-        g.iter_mut().for_each(|x| *x *= coef);
+/// Per-step constants of the update.
+#[derive(Clone, Copy)]
+struct Coefficients {
+    l1: f32,
+    coef: f32,
+    weight_decay: f32,
+    decay: f32,
+    one_minus_b1: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    bc2_sqrt: f32,
+    step_size: f32,
+    eps: f32,
+}
+
+/// Weight-decay flavours of [`update_chunk`].
+const NO_DECAY: u8 = 0;
+const L2: u8 = 1;
+const DECOUPLED: u8 = 2;
+
+type UpdateFn = fn(&Coefficients, &mut [f32], &[f32], &mut [f32], &mut [f32]);
+
+/// The gradient with the L1 term `l1 · sign(p)` added (nothing for `p = 0` or `l1 = 0`).
+#[inline(always)]
+fn with_l1(g: f32, p: f32, l1: f32) -> f32 {
+    if l1 != 0.0 && p != 0.0 {
+        g + l1 * p.signum()
+    } else {
+        g
     }
-    total
+}
+
+/// The Adam/AdamW update of parameters `p` with raw gradients `g` and moments `m`, `v` (equal
+/// lengths). The decay flavour is a constant so that the loop vectorises; every operation is
+/// element-wise and correctly rounded, so vector and scalar code give the same bits.
+fn update_chunk<const DECAY: u8>(
+    k: &Coefficients,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    let k = *k;
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+        let mut g = with_l1(g, *p, k.l1) * k.coef;
+        match DECAY {
+            L2 => g += k.weight_decay * *p,
+            DECOUPLED => *p *= k.decay,
+            _ => {}
+        }
+        *m += k.one_minus_b1 * (g - *m);
+        *v = *v * k.b2 + k.one_minus_b2 * g * g;
+        let denom = v.sqrt() / k.bc2_sqrt + k.eps;
+        *p += -k.step_size * (*m / denom);
+    }
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l1_term_is_the_sign_with_sign_of_zero_zero() {
+        assert_eq!(with_l1(1.0, -2.0, 0.5), 0.5);
+        assert_eq!(with_l1(1.0, 0.0, 0.5), 1.0);
+        assert_eq!(with_l1(1.0, 3.0, 0.5), 1.5);
+        assert_eq!(with_l1(1.0, 3.0, 0.0), 1.0);
+    }
+
+    #[test]
+    fn one_step_matches_the_formula() {
+        let k = Coefficients {
+            l1: 0.0,
+            coef: 0.5,
+            weight_decay: 0.1,
+            decay: 0.99,
+            one_minus_b1: 0.1,
+            b2: 0.999,
+            one_minus_b2: 0.001,
+            bc2_sqrt: 0.001f32.sqrt(),
+            step_size: 0.1,
+            eps: 1e-8,
+        };
+        let (mut p, mut m, mut v) = ([2.0f32], [0.0f32], [0.0f32]);
+        update_chunk::<DECOUPLED>(&k, &mut p, &[4.0], &mut m, &mut v);
+        // g = 4·0.5 = 2; p = 2·0.99; m = 0.2; v = 0.004; p -= 0.1·0.2/(√0.004/√0.001 + 1e-8).
+        let denom = 0.004f32.sqrt() / 0.001f32.sqrt() + 1e-8;
+        assert_eq!(m, [0.2]);
+        assert_eq!(p, [2.0 * 0.99 - 0.1 * (0.2 / denom)]);
+    }
 }

@@ -7,8 +7,8 @@ use dfd_model::Head;
 use rand::Rng;
 
 use crate::data::FeatureSet;
-use crate::loss::{accuracy, add_l1, cross_entropy};
-use crate::optim::{clip_grad_norm, Optimizer};
+use crate::loss::{accuracy, cross_entropy};
+use crate::optim::Optimizer;
 
 /// What a training step needs besides the batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -72,40 +72,18 @@ pub fn train_step(
         .context("training forward pass")?;
     let ce = cross_entropy(&logits, y, settings.class_weights)?;
     let grads = ce.backward().context("backward pass")?;
-    let values = opt.values()?;
-    let mut host_grads = opt
-        .vars()
-        .map(|(name, var)| {
-            grads
-                .get(var.as_tensor())
-                .map(|g| {
-                    g.flatten_all()
-                        .and_then(|g| g.to_dtype(DType::F32))
-                        .and_then(|g| g.to_vec1::<f32>())
-                        .with_context(|| format!("reading the gradient of `{name}`"))
-                })
-                .transpose()
-        })
-        .collect::<Result<Vec<_>>>()?;
     // Σ|θ| only matters (to the loss and its gradient) when the penalty is on.
-    let abs_sum: f64 = if settings.l1 == 0.0 {
+    let abs_sum = if settings.l1 == 0.0 {
         0.0
     } else {
-        values
-            .iter()
-            .zip(&mut host_grads)
-            .map(|(v, g)| add_l1(v, g.as_mut(), settings.l1))
-            .sum()
+        opt.abs_sum()?
     };
     let ce_value = f64::from(ce.to_scalar::<f32>().context("reading the loss")?);
     let loss = ce_value + f64::from(settings.l1) * abs_sum;
     if !loss.is_finite() {
         return Err(NonFiniteLoss(loss).into());
     }
-    if settings.clip_grad_norm > 0.0 {
-        clip_grad_norm(&mut host_grads, settings.clip_grad_norm);
-    }
-    opt.step(values, &host_grads, lr)?;
+    opt.step(&grads, settings.l1, settings.clip_grad_norm, lr)?;
     Ok(StepOutput {
         loss,
         accuracy: accuracy(&logits, y)?,
