@@ -43,8 +43,26 @@ impl Conv {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        dfd_ops::conv2d(x, &self.weight, self.stride, self.padding, self.groups)
+        self.forward_in(x, Layout::Nchw)
     }
+
+    fn forward_in(&self, x: &Tensor, layout: Layout) -> Result<Tensor> {
+        let conv = match layout {
+            Layout::Nchw => dfd_ops::conv2d,
+            Layout::ChannelsMajor => dfd_ops::conv2d_channels_major,
+        };
+        conv(x, &self.weight, self.stride, self.padding, self.groups)
+    }
+}
+
+/// How a stage's activations are laid out in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// N×C×H×W, as PyTorch.
+    Nchw,
+    /// C×N×H×W: every 1×1 convolution of the batch is one GEMM with no gather of images (see
+    /// [`dfd_ops::conv2d_channels_major`]), and BatchNorm's per-channel values are contiguous.
+    ChannelsMajor,
 }
 
 /// Conv followed by BatchNorm, the unit torchvision repeats (`convK`/`bnK`, `downsample.0`/`.1`).
@@ -85,19 +103,41 @@ impl ConvBn {
         Ok(Self { conv, norm })
     }
 
-    /// BN(conv(x)), followed by a ReLU when `relu`.
+    /// BN(conv(x)), followed by a ReLU when `relu`, on NCHW activations.
     pub fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        self.forward_in(x, train, relu, Layout::Nchw)
+    }
+
+    fn forward_in(&self, x: &Tensor, train: bool, relu: bool, layout: Layout) -> Result<Tensor> {
         let Conv {
             weight,
             stride,
             padding,
             groups,
         } = &self.conv;
-        match &self.norm {
-            Norm::Folded(bias) => {
+        match (&self.norm, layout) {
+            (Norm::Folded(bias), Layout::Nchw) => {
                 dfd_ops::conv2d_bias_relu(x, weight, bias, *stride, *padding, *groups, relu)
             }
-            Norm::Separate(bn) => bn.forward_t(&self.conv.forward(x)?, train, relu),
+            (Norm::Folded(bias), Layout::ChannelsMajor) => {
+                let y = self
+                    .conv
+                    .forward_in(x, layout)?
+                    .broadcast_add(&bias.reshape(((), 1, 1, 1))?)?;
+                if relu {
+                    y.relu()
+                } else {
+                    Ok(y)
+                }
+            }
+            (Norm::Separate(bn), Layout::Nchw) => bn.forward_t(&self.conv.forward(x)?, train, relu),
+            (Norm::Separate(bn), Layout::ChannelsMajor) => {
+                // C×N×H×W seen as 1×C×(N·H)×W: the same values per channel.
+                let y = self.conv.forward_in(x, layout)?;
+                let (c, n, h, w) = y.dims4()?;
+                bn.forward_t(&y.reshape((1, c, n * h, w))?, train, relu)?
+                    .reshape((c, n, h, w))
+            }
         }
     }
 
@@ -164,12 +204,12 @@ impl Bottleneck {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.reduce.forward_t(x, train, true)?;
-        let y = self.grouped.forward_t(&y, train, true)?;
-        let y = self.expand.forward_t(&y, train, false)?;
+    fn forward_in(&self, x: &Tensor, train: bool, layout: Layout) -> Result<Tensor> {
+        let y = self.reduce.forward_in(x, train, true, layout)?;
+        let y = self.grouped.forward_in(&y, train, true, layout)?;
+        let y = self.expand.forward_in(&y, train, false, layout)?;
         let identity = match &self.downsample {
-            Some(downsample) => downsample.forward_t(x, train, false)?,
+            Some(downsample) => downsample.forward_in(x, train, false, layout)?,
             None => x.clone(),
         };
         dfd_ops::add_relu(&y, &identity)
@@ -213,10 +253,16 @@ impl Stage {
         Ok(Self { blocks })
     }
 
+    /// The stage on NCHW activations; BatchNorm in train mode when `train`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_in(x, train, Layout::Nchw)
+    }
+
+    /// The stage on activations laid out as `layout` (the result has the same layout).
+    pub fn forward_in(&self, x: &Tensor, train: bool, layout: Layout) -> Result<Tensor> {
         self.blocks
             .iter()
-            .try_fold(x.clone(), |x, block| block.forward_t(&x, train))
+            .try_fold(x.clone(), |x, block| block.forward_in(&x, train, layout))
     }
 
     /// Trainable tensors in torchvision's state_dict order (conv weights, BN weight/bias).

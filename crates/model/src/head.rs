@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cut};
-use crate::blocks::{global_avg_pool, linear, Linear, Stage};
+use crate::blocks::{linear, Layout, Linear, Stage};
 use crate::norm::{BnMode, BN_MOMENTUM};
 use crate::weights::ResolvedWeights;
 
@@ -164,7 +164,11 @@ impl Head {
                 Ok(x)
             }
             Body::FinetuneLayer4 { layer4, fc } => {
-                let pooled = global_avg_pool(&layer4.forward_t(x, train)?)?;
+                // Channels-major inside layer4: its 1×1 convolutions are then one GEMM each over
+                // the whole batch, forward and backward.
+                let x = x.permute((1, 0, 2, 3))?.contiguous()?;
+                let y = layer4.forward_in(&x, train, Layout::ChannelsMajor)?;
+                let pooled = y.mean((2, 3))?.t()?;
                 fc.forward(&dropout(&pooled, p, rng)?)
             }
         }

@@ -16,7 +16,7 @@ mod weights;
 
 pub use arch::{Arch, Cut};
 pub use backbone::Backbone;
-pub use blocks::{global_avg_pool, Network, Stage};
+pub use blocks::{global_avg_pool, Layout, Network, Stage};
 pub use candle_core::{DType, Device, Tensor};
 pub use device::{imagenet_normalize, parse_device, parse_dtype, IMAGENET_MEAN, IMAGENET_STD};
 pub use head::{dropout, init_layer4_from, Head, HeadSpec, NUM_OUTPUTS};

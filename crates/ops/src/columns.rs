@@ -5,38 +5,75 @@
 //! im2col rows are ordered `(ci, ky, kx)`, matching the OIHW weight layout.
 
 use crate::geometry::{valid_range, ConvGeom};
+use rayon::prelude::*;
+
+/// Images whose im2col matrix holds at least this many values are moved by several rayon tasks
+/// (one per run of channel planes): a GEMM block of one large image (e.g. a whole channels-major
+/// batch seen as one image) would otherwise be gathered by a single thread.
+const PARALLEL_VALUES: usize = 1 << 16;
 
 /// Writes the im2col rows of one image into columns `c0 .. c0+p` of `col` (`k` rows, row stride
-/// `cols`). `xg` holds the image's `cin_g` input planes of the group.
+/// `cols`). `xg` holds the image's `cin_g` input planes of the group, [`ConvGeom::plane_stride`]
+/// apart.
 pub(crate) fn im2col_image(g: &ConvGeom, xg: &[f32], col: &mut [f32], cols: usize, c0: usize) {
-    let (p, hw) = (g.p(), g.hw());
-    if g.is_pointwise() {
+    let p = g.p();
+    if g.is_pointwise() && !g.channels_major {
         copy_planes_to_rows(xg, p, col, cols, c0);
         return;
     }
-    let mut rows = col.chunks_mut(cols);
-    for plane in xg.chunks(hw).take(g.cin_g()) {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &mut rows.next().expect("im2col matrix has k rows")[c0..c0 + p];
-                fill_row(g, plane, ky, kx, row);
+    let taps = g.kh * g.kw;
+    let offsets = short_rows(g).then(|| tap_offsets(g));
+    let fill = |(plane, rows): (&[f32], &mut [f32])| {
+        for (tap, row) in rows.chunks_mut(cols).take(taps).enumerate() {
+            let row = &mut row[c0..c0 + p];
+            match &offsets {
+                Some(offsets) => {
+                    for (v, &i) in row.iter_mut().zip(&offsets[tap * p..]) {
+                        *v = plane.get(i as usize).copied().unwrap_or(0.0);
+                    }
+                }
+                None => fill_row(g, plane, tap / g.kw, tap % g.kw, row),
             }
         }
+    };
+    let (planes, rows) = (g.plane_stride(), taps * cols);
+    if g.k() * p >= PARALLEL_VALUES {
+        let work = xg.par_chunks(planes).zip(col.par_chunks_mut(rows));
+        work.take(g.cin_g()).for_each(fill);
+    } else {
+        let work = xg.chunks(planes).zip(col.chunks_mut(rows));
+        work.take(g.cin_g()).for_each(fill);
     }
 }
 
 /// Adds the im2col rows in columns `c0 .. c0+p` of `col` back onto one image's `cin_g` input
-/// planes `dxg` of the group (the adjoint of [`im2col_image`]).
+/// planes `dxg` of the group, [`ConvGeom::plane_stride`] apart (the adjoint of [`im2col_image`]).
 pub(crate) fn col2im_image(g: &ConvGeom, col: &[f32], cols: usize, c0: usize, dxg: &mut [f32]) {
-    let (p, hw) = (g.p(), g.hw());
-    let mut rows = col.chunks(cols);
-    for plane in dxg.chunks_mut(hw).take(g.cin_g()) {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &rows.next().expect("im2col matrix has k rows")[c0..c0 + p];
-                add_row(g, row, ky, kx, plane);
+    let p = g.p();
+    let taps = g.kh * g.kw;
+    let offsets = short_rows(g).then(|| tap_offsets(g));
+    let add = |(plane, rows): (&mut [f32], &[f32])| {
+        for (tap, row) in rows.chunks(cols).take(taps).enumerate() {
+            let row = &row[c0..c0 + p];
+            match &offsets {
+                Some(offsets) => {
+                    for (v, &i) in row.iter().zip(&offsets[tap * p..]) {
+                        if let Some(d) = plane.get_mut(i as usize) {
+                            *d += v;
+                        }
+                    }
+                }
+                None => add_row(g, row, tap / g.kw, tap % g.kw, plane),
             }
         }
+    };
+    let (planes, rows) = (g.plane_stride(), taps * cols);
+    if g.k() * p >= PARALLEL_VALUES {
+        let work = dxg.par_chunks_mut(planes).zip(col.par_chunks(rows));
+        work.take(g.cin_g()).for_each(add);
+    } else {
+        let work = dxg.chunks_mut(planes).zip(col.chunks(rows));
+        work.take(g.cin_g()).for_each(add);
     }
 }
 
@@ -54,6 +91,34 @@ pub(crate) fn copy_rows_to_planes(src: &[f32], cols: usize, c0: usize, dst: &mut
     for (row, plane) in src.chunks(cols).zip(dst.chunks_exact_mut(p)) {
         plane.copy_from_slice(&row[c0..c0 + p]);
     }
+}
+
+/// Output rows narrower than this are moved value by value through [`tap_offsets`]; wider
+/// rows are copied a row at a time. On small maps (layer4's 7×7 and 4×4) a row of a few values
+/// cost more in per-row copy calls and bounds than the values it moved.
+const SHORT_ROW: usize = 16;
+
+fn short_rows(g: &ConvGeom) -> bool {
+    g.wo < SHORT_ROW
+}
+
+/// For every tap `(ky, kx)` (row-major) and output pixel, the offset in an input plane the pixel
+/// reads, `u32::MAX` where it falls in the padding: `taps × p` values.
+fn tap_offsets(g: &ConvGeom) -> Vec<u32> {
+    let mut offsets = Vec::with_capacity(g.kh * g.kw * g.p());
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            for oy in 0..g.ho {
+                for ox in 0..g.wo {
+                    let iy = (oy * g.stride + ky).checked_sub(g.pad).filter(|&y| y < g.h);
+                    let ix = (ox * g.stride + kx).checked_sub(g.pad).filter(|&x| x < g.w);
+                    let offset = iy.zip(ix).map_or(u32::MAX, |(y, x)| (y * g.w + x) as u32);
+                    offsets.push(offset);
+                }
+            }
+        }
+    }
+    offsets
 }
 
 /// One im2col row: `row[oy·wo + ox] = plane[oy·s + ky − pad][ox·s + kx − pad]`, 0 outside.
@@ -124,7 +189,7 @@ mod tests {
         let mut out = Vec::new();
         for (k, pad) in [(3, 1), (3, 0), (1, 0), (3, 2)] {
             for stride in [1, 2, 3] {
-                for (h, w) in [(7, 7), (9, 5), (4, 6)] {
+                for (h, w) in [(7, 7), (9, 5), (4, 6), (5, 40)] {
                     out.push(ConvGeom::new((1, 2, h, w), (2, 2, k, k), stride, pad, 1).unwrap());
                 }
             }

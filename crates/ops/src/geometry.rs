@@ -1,4 +1,5 @@
-//! Shape arithmetic of a 2-D convolution (NCHW input, OIHW weight, dilation 1).
+//! Shape arithmetic of a 2-D convolution (OIHW weight, dilation 1) over NCHW or channels-major
+//! (C×N×H×W) activations.
 
 /// Every size of one convolution call. Built only through [`ConvGeom::new`], which checks that the
 /// shapes agree, so the kernels can index without further checks.
@@ -16,6 +17,8 @@ pub(crate) struct ConvGeom {
     pub groups: usize,
     pub ho: usize,
     pub wo: usize,
+    /// Whether input and output are channels-major (C×N×H×W) rather than NCHW.
+    pub channels_major: bool,
 }
 
 impl ConvGeom {
@@ -52,7 +55,32 @@ impl ConvGeom {
             groups,
             ho: (h + 2 * pad - kh) / stride + 1,
             wo: (wd + 2 * pad - kw) / stride + 1,
+            channels_major: false,
         })
+    }
+
+    /// The same convolution on channels-major (C×N×H×W) input and output.
+    pub fn channels_major(self) -> Self {
+        ConvGeom {
+            channels_major: true,
+            ..self
+        }
+    }
+
+    /// Dimensions of an activation with `c` channels and `h×w` pixels, in this layout.
+    fn dims(&self, c: usize, h: usize, w: usize) -> (usize, usize, usize, usize) {
+        match self.channels_major {
+            false => (self.n, c, h, w),
+            true => (c, self.n, h, w),
+        }
+    }
+
+    pub fn x_dims(&self) -> (usize, usize, usize, usize) {
+        self.dims(self.cin, self.h, self.w)
+    }
+
+    pub fn y_dims(&self) -> (usize, usize, usize, usize) {
+        self.dims(self.cout, self.ho, self.wo)
     }
 
     /// Input channels per group.
@@ -82,6 +110,15 @@ impl ConvGeom {
 
     /// True when im2col is the identity (1×1, stride 1, no padding): the input planes are the
     /// columns.
+    /// Distance between one image's consecutive channel planes of the input: `h·w` in NCHW,
+    /// `n·h·w` channels-major.
+    pub fn plane_stride(&self) -> usize {
+        match self.channels_major {
+            false => self.hw(),
+            true => self.n * self.hw(),
+        }
+    }
+
     pub fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }

@@ -1,10 +1,12 @@
-//! Convolution forward and backward as im2col + GEMM on contiguous NCHW/OIHW f32 slices.
+//! Convolution forward and backward as im2col + GEMM on contiguous NCHW/OIHW f32 slices
+//! (channels-major activations are handed to [`crate::channels_major`]).
 //!
 //! Work is cut into blocks of (group, run of consecutive images); each block is one GEMM whose
 //! columns are the output pixels of its images. Small images are batched into one block so the
 //! GEMMs stay wide; blocks run in parallel with single-threaded GEMMs, or, when there are too few
 //! blocks to feed every thread, one after another with multi-threaded GEMMs.
 
+use crate::channels_major;
 use crate::columns::{col2im_image, copy_planes_to_rows, copy_rows_to_planes, im2col_image};
 use crate::geometry::ConvGeom;
 use crate::matmul::{matmul, MatMut, MatRef};
@@ -181,7 +183,7 @@ fn rows_len(per_group: usize, plane: usize, b: Block) -> usize {
 }
 
 /// The group's weights as a `cout_g × k` matrix.
-fn group_weight<'a>(g: &ConvGeom, w: &'a [f32], group: usize) -> MatRef<'a> {
+pub(crate) fn group_weight<'a>(g: &ConvGeom, w: &'a [f32], group: usize) -> MatRef<'a> {
     let len = g.cout_g() * g.k();
     MatRef::rows(&w[group * len..(group + 1) * len], g.cout_g(), g.k(), g.k())
 }
@@ -203,7 +205,7 @@ impl Epilogue<'_> {
 
     /// Applies the epilogue to `planes`: consecutive output planes of `p` values for channels
     /// `c0, c0+1, …`.
-    fn apply(&self, planes: &mut [f32], c0: usize, p: usize) {
+    pub(crate) fn apply(&self, planes: &mut [f32], c0: usize, p: usize) {
         match (self.bias, self.relu) {
             (None, false) => {}
             (None, true) => planes.iter_mut().for_each(|v| *v = v.max(0.0)),
@@ -232,6 +234,9 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], epilogue: Epilogue, y:
         epilogue.bias.is_none_or(|b| b.len() == g.cout),
         "forward bias size"
     );
+    if g.channels_major {
+        return channels_major::forward(g, x, w, epilogue, y);
+    }
     let (p, cout_g) = (g.p(), g.cout_g());
     let y = Shared::new(y);
     Plan::new(g).run(|b, par| {
@@ -277,6 +282,9 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
         (g.y_len(), g.w_len(), g.x_len()),
         "bwd-input sizes"
     );
+    if g.channels_major {
+        return channels_major::backward_input(g, dy, w, dx);
+    }
     let (p, hw, cin_g, cout_g) = (g.p(), g.hw(), g.cin_g(), g.cout_g());
     let dx = Shared::new(dx);
     Plan::new(g).run(|b, par| {
@@ -329,6 +337,9 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32
         (g.x_len(), g.y_len(), g.w_len()),
         "bwd-weight sizes"
     );
+    if g.channels_major {
+        return channels_major::backward_weight(g, x, dy, dw);
+    }
     let plan = Plan::new(g);
     let per_group = g.cout_g() * g.k();
     // Adds (or, for the first block of a group, writes) block `b`'s contribution to `dwg`.

@@ -16,6 +16,7 @@
 //! copies where candle's storage allows it (the optimiser's path).
 
 mod batchnorm;
+mod channels_major;
 mod columns;
 mod geometry;
 mod host;
@@ -46,11 +47,42 @@ pub fn conv2d(
     padding: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    match fast_path(x, w, stride, padding, groups) {
+    match fast_path(x, w, x.dims4()?, stride, padding, groups) {
         Some(geom) => x
             .contiguous()?
             .apply_op2(&w.contiguous()?, op::GemmConv(geom)),
         None => x.conv2d(w, padding, stride, 1, groups),
+    }
+}
+
+/// [`conv2d`] on channels-major activations: `x` is C_in×N×H×W and the result C_out×N×H_out×W_out,
+/// the same values as `conv2d` on the NCHW tensor, permuted. Differentiable.
+///
+/// In this layout a dense 1×1 convolution (stride dividing H) is ONE GEMM over every image: it
+/// runs [`conv2d`] on the (1, C, N·H, W) view, which holds the same pixels. Other CPU f32 1×1 and
+/// 3×3 convolutions run GEMM kernels that read and write channels-major data directly (no gather
+/// of images into GEMM columns); anything else permutes to NCHW and back around [`conv2d`].
+pub fn conv2d_channels_major(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    let (c, n, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    if (kh, kw) == (1, 1) && groups == 1 && padding == 0 && h % stride == 0 {
+        let y = conv2d(&x.reshape((1, c, n * h, wd))?, w, stride, 0, 1)?;
+        let (_, c_out, nh, w_out) = y.dims4()?;
+        return y.reshape((c_out, n, nh / n, w_out));
+    }
+    match fast_path(x, w, (n, c, h, wd), stride, padding, groups) {
+        Some(geom) => x
+            .contiguous()?
+            .apply_op2(&w.contiguous()?, op::GemmConv(geom.channels_major())),
+        None => conv2d(&x.permute((1, 0, 2, 3))?, w, stride, padding, groups)?
+            .permute((1, 0, 2, 3))?
+            .contiguous(),
     }
 }
 
@@ -71,8 +103,8 @@ pub fn conv2d_bias_relu(
     relu: bool,
 ) -> Result<Tensor> {
     let untracked = !x.track_op() && !w.track_op() && !bias.track_op();
-    let fused =
-        fast_path(x, w, stride, padding, groups).filter(|_| untracked && all_cpu_f32(&[bias]));
+    let fused = fast_path(x, w, x.dims4()?, stride, padding, groups)
+        .filter(|_| untracked && all_cpu_f32(&[bias]));
     match fused {
         Some(geom) => x.contiguous()?.apply_op3_no_bwd(
             &w.contiguous()?,
@@ -104,14 +136,16 @@ pub fn has_fast_kernel(
     padding: usize,
     groups: usize,
 ) -> bool {
-    fast_path(x, w, stride, padding, groups).is_some()
+    x.dims4()
+        .is_ok_and(|dims| fast_path(x, w, dims, stride, padding, groups).is_some())
 }
 
-/// The geometry when the call qualifies for the GEMM kernels; `None` leaves it (and any shape
-/// error) to candle.
+/// The geometry when the call qualifies for the GEMM kernels (`x_nchw`: the input's sizes in NCHW
+/// order); `None` leaves it (and any shape error) to candle.
 fn fast_path(
     x: &Tensor,
     w: &Tensor,
+    x_nchw: (usize, usize, usize, usize),
     stride: usize,
     padding: usize,
     groups: usize,
@@ -123,5 +157,5 @@ fn fast_path(
     if !matches!((wd.2, wd.3), (1, 1) | (3, 3)) {
         return None;
     }
-    ConvGeom::new(x.dims4().ok()?, wd, stride, padding, groups)
+    ConvGeom::new(x_nchw, wd, stride, padding, groups)
 }

@@ -38,7 +38,7 @@ impl CustomOp2 for GemmConv {
         let w = f32_data(s2, l2, g.w_len(), "weight")?;
         let mut y = vec![0.0f32; g.y_len()];
         kernels::forward(g, x, w, Epilogue::NONE, &mut y);
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
+        Ok((CpuStorage::F32(y), Shape::from(g.y_dims())))
     }
 
     /// Computes only the gradients candle's graph can use: none for an argument that is neither
@@ -87,7 +87,7 @@ impl CustomOp3 for GemmConvBiasRelu {
         };
         let mut y = vec![0.0f32; g.y_len()];
         kernels::forward(g, x, w, epilogue, &mut y);
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
+        Ok((CpuStorage::F32(y), Shape::from(g.y_dims())))
     }
 }
 
@@ -108,7 +108,7 @@ impl CustomOp2 for GemmConvBackwardInput {
         let w = f32_data(s2, l2, g.w_len(), "weight")?;
         let mut dx = vec![0.0f32; g.x_len()];
         kernels::backward_input(g, dy, w, &mut dx);
-        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))))
+        Ok((CpuStorage::F32(dx), Shape::from(g.x_dims())))
     }
 }
 

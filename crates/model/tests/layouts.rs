@@ -1,0 +1,170 @@
+//! A stage run channels-major (C×N×H×W, the fine-tune head's layout) equals the same stage run
+//! NCHW: outputs, gradients of the input and of every parameter, and the BatchNorm running
+//! statistics a train-mode pass leaves behind; also in eval mode and with BatchNorm folded.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use dfd_model::{Arch, BnMode, Layout, Stage, BN_MOMENTUM};
+
+fn arch() -> Arch {
+    Arch {
+        blocks: [1, 2, 1, 1],
+        groups: 8,
+        width_per_group: 4,
+        num_classes: 5,
+    }
+}
+
+/// layer2 of [`arch`] (strided first block with a downsample, then an identity block), its
+/// variables drawn from `seed`, running statistics made non-trivial.
+fn layer2(mode: BnMode, seed: u64) -> (Stage, VarMap) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let stage = Stage::new(&vb.pp("layer2"), &arch(), 1, mode).unwrap();
+    for (i, (name, var)) in varmap.data().lock().unwrap().iter().enumerate() {
+        let noise = Tensor::randn(0f32, 1.0, var.shape(), &Device::Cpu).unwrap();
+        let value = match name.rsplit('.').next() {
+            Some("running_var") => (noise.abs().unwrap() + 0.5).unwrap(),
+            Some("weight") if var.rank() == 1 => noise.affine(0.2, 1.0).unwrap(),
+            _ => (noise * (0.1 + 0.01 * ((seed as usize + i) % 3) as f64)).unwrap(),
+        };
+        var.set(&value).unwrap();
+    }
+    (stage, varmap)
+}
+
+fn snapshot(varmap: &VarMap) -> Vec<(String, Tensor)> {
+    let data = varmap.data().lock().unwrap();
+    let mut all: Vec<_> = data
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().copy().unwrap()))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+fn restore(varmap: &VarMap, values: &[(String, Tensor)]) {
+    let data = varmap.data().lock().unwrap();
+    for (name, value) in values {
+        data[name].set(value).unwrap();
+    }
+}
+
+fn to_cm(t: &Tensor) -> Result<Tensor> {
+    t.permute((1, 0, 2, 3))?.contiguous()
+}
+
+fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let max = |t: &Tensor| -> f32 {
+        t.abs()
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.max(0))
+            .and_then(|t| t.to_scalar::<f32>())
+            .unwrap()
+    };
+    let diff = max(&(got - want).unwrap());
+    let scale = max(want).max(1.0);
+    assert!(
+        diff <= 1e-4 * scale,
+        "{what}: max|diff| {diff:e}, magnitude {scale}"
+    );
+}
+
+/// Output, input gradient, parameter gradients (by name) and the values left in the VarMap.
+type Pass = (Tensor, Tensor, Vec<(String, Tensor)>, Vec<(String, Tensor)>);
+
+fn pass(stage: &Stage, varmap: &VarMap, x: &Tensor, train: bool, layout: Layout) -> Pass {
+    let xv = Var::from_tensor(x).unwrap();
+    let input = match layout {
+        Layout::Nchw => xv.as_tensor().clone(),
+        Layout::ChannelsMajor => to_cm(&xv).unwrap(),
+    };
+    let y = stage.forward_in(&input, train, layout).unwrap();
+    let y = match layout {
+        Layout::Nchw => y,
+        Layout::ChannelsMajor => to_cm(&y).unwrap(),
+    };
+    let weights = ramp(y.dims());
+    let grads = (&y * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let dx = grads.get(&xv).cloned().expect("input gradient");
+    let params = snapshot(varmap)
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let var = varmap.data().lock().unwrap()[&name].clone();
+            grads.get(var.as_tensor()).map(|g| (name, g.clone()))
+        })
+        .collect();
+    (y, dx, params, snapshot(varmap))
+}
+
+fn ramp(dims: &[usize]) -> Tensor {
+    let n: usize = dims.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5)
+        .collect();
+    Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
+}
+
+fn compare(mode: BnMode, train: bool, hw: usize) {
+    let (stage, varmap) = layer2(mode, hw as u64);
+    let x = (Tensor::randn(0f32, 1.0, (3, 256, hw, hw), &Device::Cpu).unwrap() * 0.5).unwrap();
+    let start = snapshot(&varmap);
+    let want = pass(&stage, &varmap, &x, train, Layout::Nchw);
+    restore(&varmap, &start);
+    let got = pass(&stage, &varmap, &x, train, Layout::ChannelsMajor);
+    let label = format!("{mode:?} train {train} {hw}x{hw}");
+    assert_close(&format!("{label}: y"), &got.0, &want.0);
+    assert_close(&format!("{label}: dx"), &got.1, &want.1);
+    if matches!(mode, BnMode::Trainable { .. }) {
+        // conv weight, BN weight and bias for 7 convs (3 + downsample, then 3).
+        assert_eq!(want.2.len(), 21, "{label}: parameters with gradients");
+    }
+    let names = |p: &[(String, Tensor)]| p.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&got.2), names(&want.2), "{label}: gradient names");
+    for ((name, g), (_, w)) in got.2.iter().zip(&want.2) {
+        assert_close(&format!("{label}: d{name}"), g, w);
+    }
+    for ((name, g), (_, w)) in got.3.iter().zip(&want.3) {
+        assert_close(&format!("{label}: {name} after the pass"), g, w);
+    }
+}
+
+#[test]
+fn trainable_stage_in_train_mode() {
+    compare(
+        BnMode::Trainable {
+            momentum: BN_MOMENTUM,
+        },
+        true,
+        8,
+    );
+    compare(
+        BnMode::Trainable {
+            momentum: BN_MOMENTUM,
+        },
+        true,
+        7,
+    );
+}
+
+#[test]
+fn trainable_stage_in_eval_mode() {
+    compare(
+        BnMode::Trainable {
+            momentum: BN_MOMENTUM,
+        },
+        false,
+        8,
+    );
+}
+
+#[test]
+fn frozen_stage() {
+    compare(BnMode::Frozen, false, 6);
+}
