@@ -7,6 +7,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::arch::{Arch, Cut, EXPANSION, STAGE_PLANES, STAGE_STRIDES, STEM_CHANNELS};
+use crate::layout::Layout;
 use crate::norm::{BatchNorm, BnMode};
 
 /// A bias-free `nn.Conv2d` with "same"-style padding `k / 2` (7→3, 3→1, 1→0).
@@ -42,27 +43,14 @@ impl Conv {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_in(x, Layout::Nchw)
-    }
-
-    fn forward_in(&self, x: &Tensor, layout: Layout) -> Result<Tensor> {
+    /// The convolution of activations laid out as `layout`.
+    pub fn forward(&self, x: &Tensor, layout: Layout) -> Result<Tensor> {
         let conv = match layout {
             Layout::Nchw => dfd_ops::conv2d,
             Layout::ChannelsMajor => dfd_ops::conv2d_channels_major,
         };
         conv(x, &self.weight, self.stride, self.padding, self.groups)
     }
-}
-
-/// How a stage's activations are laid out in memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// N×C×H×W, as PyTorch.
-    Nchw,
-    /// C×N×H×W: every 1×1 convolution of the batch is one GEMM with no gather of images (see
-    /// [`dfd_ops::conv2d_channels_major`]), and BatchNorm's per-channel values are contiguous.
-    ChannelsMajor,
 }
 
 /// Conv followed by BatchNorm, the unit torchvision repeats (`convK`/`bnK`, `downsample.0`/`.1`).
@@ -122,21 +110,16 @@ impl ConvBn {
             (Norm::Folded(bias), Layout::ChannelsMajor) => {
                 let y = self
                     .conv
-                    .forward_in(x, layout)?
-                    .broadcast_add(&bias.reshape(((), 1, 1, 1))?)?;
+                    .forward(x, layout)?
+                    .broadcast_add(&layout.per_channel(bias)?)?;
                 if relu {
                     y.relu()
                 } else {
                     Ok(y)
                 }
             }
-            (Norm::Separate(bn), Layout::Nchw) => bn.forward_t(&self.conv.forward(x)?, train, relu),
-            (Norm::Separate(bn), Layout::ChannelsMajor) => {
-                // C×N×H×W seen as 1×C×(N·H)×W: the same values per channel.
-                let y = self.conv.forward_in(x, layout)?;
-                let (c, n, h, w) = y.dims4()?;
-                bn.forward_t(&y.reshape((1, c, n * h, w))?, train, relu)?
-                    .reshape((c, n, h, w))
+            (Norm::Separate(bn), layout) => {
+                bn.forward_in(&self.conv.forward(x, layout)?, train, relu, layout)
             }
         }
     }

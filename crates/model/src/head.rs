@@ -10,7 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cut};
-use crate::blocks::{linear, Layout, Linear, Stage};
+use crate::blocks::{linear, Linear, Stage};
+use crate::layout::Layout;
 use crate::norm::{BnMode, BN_MOMENTUM};
 use crate::weights::ResolvedWeights;
 

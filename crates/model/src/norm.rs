@@ -3,6 +3,8 @@
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
+use crate::layout::Layout;
+
 /// PyTorch's default `eps` for `nn.BatchNorm2d`.
 pub const BN_EPS: f64 = 1e-5;
 /// PyTorch's default `momentum` for `nn.BatchNorm2d`.
@@ -72,8 +74,21 @@ impl BatchNorm {
     /// in place: `r ← (1 − momentum)·r + momentum·s`, with the unbiased variance for `running_var`.
     /// A ReLU follows when `relu` (fused into the train-mode op).
     pub fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        self.forward_in(x, train, relu, Layout::Nchw)
+    }
+
+    /// [`BatchNorm::forward_t`] on activations laid out as `layout`.
+    pub fn forward_in(
+        &self,
+        x: &Tensor,
+        train: bool,
+        relu: bool,
+        layout: Layout,
+    ) -> Result<Tensor> {
         let y = match self {
-            Self::Frozen { scale, shift } => x.broadcast_mul(scale)?.broadcast_add(shift)?,
+            Self::Frozen { scale, shift } => x
+                .broadcast_mul(&layout.per_channel(scale)?)?
+                .broadcast_add(&layout.per_channel(shift)?)?,
             Self::Trainable {
                 weight,
                 bias,
@@ -81,8 +96,12 @@ impl BatchNorm {
                 running_var,
                 momentum,
             } if train => {
-                let out = dfd_ops::batch_norm_train(x, weight, bias, BN_EPS, relu)?;
-                let count = (x.elem_count() / x.dim(1)?) as f64;
+                let norm = match layout {
+                    Layout::Nchw => dfd_ops::batch_norm_train,
+                    Layout::ChannelsMajor => dfd_ops::batch_norm_train_channels_major,
+                };
+                let out = norm(x, weight, bias, BN_EPS, relu)?;
+                let count = (x.elem_count() / weight.elem_count()) as f64;
                 let unbiased = (out.var * (count / (count - 1.0)))?;
                 update_running(running_mean, &out.mean, *momentum)?;
                 update_running(running_var, &unbiased, *momentum)?;
@@ -101,7 +120,8 @@ impl BatchNorm {
                     &running_mean.as_detached_tensor(),
                     &running_var.as_detached_tensor(),
                 )?;
-                x.broadcast_mul(&scale)?.broadcast_add(&shift)?
+                x.broadcast_mul(&layout.per_channel(&scale)?)?
+                    .broadcast_add(&layout.per_channel(&shift)?)?
             }
         };
         if relu {
@@ -120,22 +140,14 @@ impl BatchNorm {
     }
 }
 
-/// Eval-mode BatchNorm as `x·scale + shift` (shapes 1×C×1×1): `scale = w / sqrt(var + eps)`,
+/// Eval-mode BatchNorm as `x·scale + shift` (C values each): `scale = w / sqrt(var + eps)`,
 /// `shift = b − mean·scale`, computed in f32 and returned in the dtype of `weight`.
 fn fold(weight: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor) -> Result<(Tensor, Tensor)> {
     let dtype = weight.dtype();
     let f32 = |t: &Tensor| t.to_dtype(DType::F32);
     let scale = f32(weight)?.broadcast_div(&(f32(var)? + BN_EPS)?.sqrt()?)?;
     let shift = (f32(bias)? - f32(mean)?.broadcast_mul(&scale)?)?;
-    Ok((
-        per_channel(&scale.to_dtype(dtype)?)?,
-        per_channel(&shift.to_dtype(dtype)?)?,
-    ))
-}
-
-/// Reshapes a length-C vector to 1×C×1×1 for broadcasting over NCHW.
-fn per_channel(t: &Tensor) -> Result<Tensor> {
-    t.reshape((1, (), 1, 1))
+    Ok((scale.to_dtype(dtype)?, shift.to_dtype(dtype)?))
 }
 
 fn update_running(running: &Var, batch: &Tensor, momentum: f64) -> Result<()> {

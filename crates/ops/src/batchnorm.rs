@@ -35,9 +35,42 @@ pub fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<BatchNormTrain> {
-    let (n, c, h, w) = x.dims4()?;
-    let count = n * h * w;
-    if count < 2 {
+    let (_, c, h, w) = x.dims4()?;
+    normalize(x, weight, bias, eps, relu, (c, h * w))
+}
+
+/// [`batch_norm_train`] over a channels-major C×N×H×W `x` (the same statistics per channel; `y`
+/// has `x`'s layout).
+pub fn batch_norm_train_channels_major(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<BatchNormTrain> {
+    let (c, n, h, w) = x.dims4()?;
+    if !all_cpu_f32(&[x, weight, bias]) {
+        // The NCHW maths on the 1×C×(N·H)×W view, which holds the same values per channel.
+        let out = composed(&x.reshape((1, c, n * h, w))?, weight, bias, eps, relu)?;
+        return Ok(BatchNormTrain {
+            y: out.y.reshape((c, n, h, w))?,
+            ..out
+        });
+    }
+    normalize(x, weight, bias, eps, relu, (c, n * h * w))
+}
+
+/// Train-mode BatchNorm of `x`, whose values are runs of `plane` values of one channel, channel
+/// after channel (`channels` of them), repeated per image.
+fn normalize(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+    (channels, plane): (usize, usize),
+) -> Result<BatchNormTrain> {
+    if x.elem_count() / channels < 2 {
         candle_core::bail!(
             "train-mode BatchNorm needs more than one value per channel, got {:?}",
             x.shape()
@@ -47,15 +80,15 @@ pub fn batch_norm_train(
         return composed(x, weight, bias, eps, relu);
     }
     let x = x.contiguous()?;
-    let stats = x.apply_op1_no_bwd(&ChannelMoments)?;
+    let stats = x.apply_op1_no_bwd(&ChannelMoments { channels, plane })?;
     let moments = stats.to_vec2::<f32>()?;
     let invstd = moments[1]
         .iter()
         .map(|&v| (1.0 / (f64::from(v) + eps).sqrt()) as f32)
         .collect();
     let op = BatchNormOp(Norm {
-        channels: c,
-        plane: h * w,
+        channels,
+        plane,
         mean: moments[0].clone(),
         invstd,
         relu,
@@ -107,12 +140,6 @@ fn data<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a 
     f32_data(storage, layout, layout.shape().elem_count(), what)
 }
 
-/// The dims of an N×C×H×W layout as (channels, plane).
-fn channels_plane(layout: &Layout) -> Result<(usize, usize)> {
-    let (_, c, h, w) = layout.shape().dims4()?;
-    Ok((c, h * w))
-}
-
 /// `f(c, offsets)` for every channel `c` in parallel, `offsets` iterating the start of each of
 /// channel `c`'s H×W planes (one per image) in an N×C×plane slice of `len` values.
 fn per_channel<T: Send>(
@@ -148,9 +175,13 @@ fn sum8(x: &[f32], y: &[f32], z: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f6
     lanes.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(tail)
 }
 
-/// Per-channel mean and biased variance of an N×C×H×W tensor, as a 2×C tensor; two passes with
-/// per-plane f32 sums accumulated in f64.
-struct ChannelMoments;
+/// Per-channel mean and biased variance of a tensor of runs of `plane` values per channel (as
+/// [`normalize`] takes it), as a 2×C tensor; two passes with per-plane f32 sums accumulated in
+/// f64.
+struct ChannelMoments {
+    channels: usize,
+    plane: usize,
+}
 
 impl CustomOp1 for ChannelMoments {
     fn name(&self) -> &'static str {
@@ -159,7 +190,7 @@ impl CustomOp1 for ChannelMoments {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = data(s, l, "input")?;
-        let (c, plane) = channels_plane(l)?;
+        let (c, plane) = (self.channels, self.plane);
         let count = (x.len() / c) as f64;
         let moments = per_channel(x.len(), c, plane, |_, offsets| {
             let planes: Vec<&[f32]> = offsets.map(|o| &x[o..o + plane]).collect();

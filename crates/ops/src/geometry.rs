@@ -67,6 +67,24 @@ impl ConvGeom {
         }
     }
 
+    /// A channels-major dense 1×1 convolution whose stride divides H, as the NCHW convolution of
+    /// ONE image N·H pixels tall, which holds the same values in the same places: a single GEMM
+    /// over the whole batch. `None` for anything else.
+    pub fn as_one_image(&self) -> Option<ConvGeom> {
+        let dense_pointwise = self.kh == 1 && self.kw == 1 && self.groups == 1 && self.pad == 0;
+        if !(self.channels_major && dense_pointwise && self.h % self.stride == 0) {
+            return None;
+        }
+        let weight = (self.cout, self.cin, 1, 1);
+        ConvGeom::new(
+            (1, self.cin, self.n * self.h, self.w),
+            weight,
+            self.stride,
+            0,
+            1,
+        )
+    }
+
     /// Dimensions of an activation with `c` channels and `h×w` pixels, in this layout.
     fn dims(&self, c: usize, h: usize, w: usize) -> (usize, usize, usize, usize) {
         match self.channels_major {

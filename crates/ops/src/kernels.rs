@@ -235,7 +235,10 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], epilogue: Epilogue, y:
         "forward bias size"
     );
     if g.channels_major {
-        return channels_major::forward(g, x, w, epilogue, y);
+        return match g.as_one_image() {
+            Some(flat) => forward(&flat, x, w, epilogue, y),
+            None => channels_major::forward(g, x, w, epilogue, y),
+        };
     }
     let (p, cout_g) = (g.p(), g.cout_g());
     let y = Shared::new(y);
@@ -283,7 +286,10 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
         "bwd-input sizes"
     );
     if g.channels_major {
-        return channels_major::backward_input(g, dy, w, dx);
+        return match g.as_one_image() {
+            Some(flat) => backward_input(&flat, dy, w, dx),
+            None => channels_major::backward_input(g, dy, w, dx),
+        };
     }
     let (p, hw, cin_g, cout_g) = (g.p(), g.hw(), g.cin_g(), g.cout_g());
     let dx = Shared::new(dx);
@@ -338,7 +344,10 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32
         "bwd-weight sizes"
     );
     if g.channels_major {
-        return channels_major::backward_weight(g, x, dy, dw);
+        return match g.as_one_image() {
+            Some(flat) => backward_weight(&flat, x, dy, dw),
+            None => channels_major::backward_weight(g, x, dy, dw),
+        };
     }
     let plan = Plan::new(g);
     let per_group = g.cout_g() * g.k();

@@ -27,7 +27,7 @@ mod op;
 mod scratch;
 mod storage;
 
-pub use batchnorm::{add_relu, batch_norm_train, BatchNormTrain};
+pub use batchnorm::{add_relu, batch_norm_train, batch_norm_train_channels_major, BatchNormTrain};
 use candle_core::{Result, Tensor};
 use geometry::ConvGeom;
 pub use host::{update_f32, with_f32};
@@ -58,8 +58,8 @@ pub fn conv2d(
 /// [`conv2d`] on channels-major activations: `x` is C_in×N×H×W and the result C_out×N×H_out×W_out,
 /// the same values as `conv2d` on the NCHW tensor, permuted. Differentiable.
 ///
-/// In this layout a dense 1×1 convolution (stride dividing H) is ONE GEMM over every image: it
-/// runs [`conv2d`] on the (1, C, N·H, W) view, which holds the same pixels. Other CPU f32 1×1 and
+/// In this layout a dense 1×1 convolution (stride dividing H) is ONE GEMM over every image: the
+/// kernels see a single image N·H pixels tall, which holds the same values. Other CPU f32 1×1 and
 /// 3×3 convolutions run GEMM kernels that read and write channels-major data directly (no gather
 /// of images into GEMM columns); anything else permutes to NCHW and back around [`conv2d`].
 pub fn conv2d_channels_major(
@@ -70,12 +70,6 @@ pub fn conv2d_channels_major(
     groups: usize,
 ) -> Result<Tensor> {
     let (c, n, h, wd) = x.dims4()?;
-    let (_, _, kh, kw) = w.dims4()?;
-    if (kh, kw) == (1, 1) && groups == 1 && padding == 0 && h % stride == 0 {
-        let y = conv2d(&x.reshape((1, c, n * h, wd))?, w, stride, 0, 1)?;
-        let (_, c_out, nh, w_out) = y.dims4()?;
-        return y.reshape((c_out, n, nh / n, w_out));
-    }
     match fast_path(x, w, (n, c, h, wd), stride, padding, groups) {
         Some(geom) => x
             .contiguous()?
