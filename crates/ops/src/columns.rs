@@ -8,9 +8,14 @@ use crate::geometry::{valid_range, ConvGeom};
 use rayon::prelude::*;
 
 /// Images whose im2col matrix holds at least this many values are moved by several rayon tasks
-/// (one per run of channel planes): a GEMM block of one large image (e.g. a whole channels-major
-/// batch seen as one image) would otherwise be gathered by a single thread.
+/// (one per run of channel planes) when the caller is not itself a rayon task: a GEMM block of one
+/// large image (e.g. a whole channels-major batch seen as one image) would otherwise be gathered
+/// by a single thread, while blocks that already run in parallel gain nothing from splitting.
 const PARALLEL_VALUES: usize = 1 << 16;
+
+fn parallel(g: &ConvGeom) -> bool {
+    g.k() * g.p() >= PARALLEL_VALUES && rayon::current_thread_index().is_none()
+}
 
 /// Writes the im2col rows of one image into columns `c0 .. c0+p` of `col` (`k` rows, row stride
 /// `cols`). `xg` holds the image's `cin_g` input planes of the group, [`ConvGeom::plane_stride`]
@@ -37,7 +42,7 @@ pub(crate) fn im2col_image(g: &ConvGeom, xg: &[f32], col: &mut [f32], cols: usiz
         }
     };
     let (planes, rows) = (g.plane_stride(), taps * cols);
-    if g.k() * p >= PARALLEL_VALUES {
+    if parallel(g) {
         let work = xg.par_chunks(planes).zip(col.par_chunks_mut(rows));
         work.take(g.cin_g()).for_each(fill);
     } else {
@@ -68,7 +73,7 @@ pub(crate) fn col2im_image(g: &ConvGeom, col: &[f32], cols: usize, c0: usize, dx
         }
     };
     let (planes, rows) = (g.plane_stride(), taps * cols);
-    if g.k() * p >= PARALLEL_VALUES {
+    if parallel(g) {
         let work = dxg.par_chunks_mut(planes).zip(col.par_chunks(rows));
         work.take(g.cin_g()).for_each(add);
     } else {
@@ -96,7 +101,7 @@ pub(crate) fn copy_rows_to_planes(src: &[f32], cols: usize, c0: usize, dst: &mut
 /// Output rows narrower than this are moved value by value through [`tap_offsets`]; wider
 /// rows are copied a row at a time. On small maps (layer4's 7×7 and 4×4) a row of a few values
 /// cost more in per-row copy calls and bounds than the values it moved.
-const SHORT_ROW: usize = 16;
+const SHORT_ROW: usize = 8;
 
 fn short_rows(g: &ConvGeom) -> bool {
     g.wo < SHORT_ROW
@@ -189,7 +194,7 @@ mod tests {
         let mut out = Vec::new();
         for (k, pad) in [(3, 1), (3, 0), (1, 0), (3, 2)] {
             for stride in [1, 2, 3] {
-                for (h, w) in [(7, 7), (9, 5), (4, 6), (5, 40)] {
+                for (h, w) in [(7, 7), (9, 5), (4, 6), (5, 20)] {
                     out.push(ConvGeom::new((1, 2, h, w), (2, 2, k, k), stride, pad, 1).unwrap());
                 }
             }

@@ -1,7 +1,8 @@
 //! `dfd_ops::conv2d_channels_major` against candle's own `conv2d` on the NCHW permutation of the
 //! same input: forward values and, through candle's autograd, the gradients of
 //! `loss = sum(y * r)` w.r.t. input and weight, for every dispatch path (one GEMM over the
-//! (1, C, N·H, W) view, the channels-major kernels, the permuting fallback) under 1–3 threads.
+//! (1, C, N·H, W) view, the channels-major kernels, the permuting fallback), on the test thread
+//! and under 1–3 threads.
 
 use candle_core::{Result, Tensor, Var};
 
@@ -21,16 +22,22 @@ fn check(case: Case) -> Result<()> {
     let want = to_cm(&nchw.conv2d(&wt, pad, stride, 1, groups)?)?;
     let r = tensor(want.dims(), 3)?;
     let want_grads = (&want * &r)?.sum_all()?.backward()?;
-    for threads in 1..=3 {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        let (got, grads) = pool.install(|| -> Result<_> {
-            let got = dfd_ops::conv2d_channels_major(&x, &wt, stride, pad, groups)?;
-            let grads = (&got * &r)?.sum_all()?.backward()?;
-            Ok((got, grads))
-        })?;
+    let run = || -> Result<_> {
+        let got = dfd_ops::conv2d_channels_major(&x, &wt, stride, pad, groups)?;
+        let grads = (&got * &r)?.sum_all()?.backward()?;
+        Ok((got, grads))
+    };
+    // On the test thread (outside any rayon task: large single-image moves split across the
+    // global pool), then inside pools of 1–3 threads.
+    for threads in 0..=3 {
+        let (got, grads) = match threads {
+            0 => run()?,
+            n => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .expect("thread pool")
+                .install(run)?,
+        };
         let label = |what: &str| format!("{case:?} threads {threads}: {what}");
         assert_close(&label("y"), &got, &want)?;
         let pick =
@@ -59,6 +66,7 @@ fn dense_3x3_runs_groups_one_after_another() -> Result<()> {
 fn pointwise_convs() -> Result<()> {
     check((3, 24, 40, (7, 7), 1, 1, 1))?; // one GEMM over the (1, C, N·H, W) view
     check((3, 24, 40, (8, 6), 1, 2, 1))?; // the same, strided: H is even
+    check((8, 256, 16, (16, 16), 1, 2, 1))?; // large enough to gather in parallel
     check((3, 24, 40, (9, 9), 1, 2, 1))?; // odd H: the channels-major kernels
     check((3, 32, 16, (5, 5), 1, 1, 8)) // grouped pointwise: the channels-major kernels
 }
