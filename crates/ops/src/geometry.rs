@@ -72,7 +72,7 @@ impl ConvGeom {
     /// over the whole batch. `None` for anything else.
     pub fn as_one_image(&self) -> Option<ConvGeom> {
         let dense_pointwise = self.kh == 1 && self.kw == 1 && self.groups == 1 && self.pad == 0;
-        if !(self.channels_major && dense_pointwise && self.h % self.stride == 0) {
+        if !(self.channels_major && dense_pointwise && self.h.is_multiple_of(self.stride)) {
             return None;
         }
         let weight = (self.cout, self.cin, 1, 1);
