@@ -15,8 +15,12 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
             return Ok(f(f32_data(cpu, layout, t.elem_count(), "tensor")?));
         }
     }
-    let host = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    Ok(f(&host))
+    Ok(f(&host_copy(t)?))
+}
+
+/// Every value of `t` (row-major) copied to the host as f32.
+fn host_copy(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
 }
 
 /// Updates the values of `var` in place with `f(values, src_values)`, both row-major f32 slices
@@ -36,7 +40,7 @@ pub fn update_f32(var: &Var, src: &Tensor, f: impl FnOnce(&mut [f32], &[f32])) -
         let op = InPlace(RefCell::new(Some(f)));
         return var.as_tensor().inplace_op2(src, &op);
     }
-    let mut values = var.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let mut values = host_copy(var)?;
     with_f32(src, |s| f(&mut values, s))?;
     let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
     var.set(&t)

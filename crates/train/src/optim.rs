@@ -102,7 +102,10 @@ impl Optimizer {
     pub fn values(&self) -> Result<Vec<Vec<f32>>> {
         self.params
             .iter()
-            .map(|p| host_values(&p.var, &p.name))
+            .map(|p| {
+                with_f32(p.var.as_tensor(), <[f32]>::to_vec)
+                    .with_context(|| format!("reading `{}`", p.name))
+            })
             .collect()
     }
 
@@ -245,15 +248,6 @@ impl Optimizer {
         self.steps = steps;
         Ok(())
     }
-}
-
-/// A variable's values, flattened, as f32 on the host.
-pub fn host_values(var: &Var, name: &str) -> Result<Vec<f32>> {
-    var.as_tensor()
-        .flatten_all()
-        .and_then(|t| t.to_dtype(candle_core::DType::F32))
-        .and_then(|t| t.to_vec1())
-        .with_context(|| format!("reading `{name}`"))
 }
 
 /// Per-step constants of the update.
