@@ -36,7 +36,8 @@ pub fn batch_norm_train(
     relu: bool,
 ) -> Result<BatchNormTrain> {
     let (_, c, h, w) = x.dims4()?;
-    normalize(x, weight, bias, eps, relu, (c, h * w))
+    let fallback = || composed(x, weight, bias, eps, relu);
+    normalize(x, weight, bias, eps, relu, (c, h * w), fallback)
 }
 
 /// [`batch_norm_train`] over a channels-major C×N×H×W `x` (the same statistics per channel; `y`
@@ -49,19 +50,20 @@ pub fn batch_norm_train_channels_major(
     relu: bool,
 ) -> Result<BatchNormTrain> {
     let (c, n, h, w) = x.dims4()?;
-    if !all_cpu_f32(&[x, weight, bias]) {
-        // The NCHW maths on the 1×C×(N·H)×W view, which holds the same values per channel.
+    // The NCHW maths on the 1×C×(N·H)×W view, which holds the same values per channel.
+    let fallback = || {
         let out = composed(&x.reshape((1, c, n * h, w))?, weight, bias, eps, relu)?;
-        return Ok(BatchNormTrain {
+        Ok(BatchNormTrain {
             y: out.y.reshape((c, n, h, w))?,
             ..out
-        });
-    }
-    normalize(x, weight, bias, eps, relu, (c, n * h * w))
+        })
+    };
+    normalize(x, weight, bias, eps, relu, (c, n * h * w), fallback)
 }
 
 /// Train-mode BatchNorm of `x`, whose values are runs of `plane` values of one channel, channel
-/// after channel (`channels` of them), repeated per image.
+/// after channel (`channels` of them), repeated per image. Tensors the fused kernels do not take
+/// (other devices, dtypes) go to `fallback`, the same maths in candle ops.
 fn normalize(
     x: &Tensor,
     weight: &Tensor,
@@ -69,6 +71,7 @@ fn normalize(
     eps: f64,
     relu: bool,
     (channels, plane): (usize, usize),
+    fallback: impl FnOnce() -> Result<BatchNormTrain>,
 ) -> Result<BatchNormTrain> {
     if x.elem_count() / channels < 2 {
         candle_core::bail!(
@@ -77,7 +80,7 @@ fn normalize(
         )
     }
     if !all_cpu_f32(&[x, weight, bias]) {
-        return composed(x, weight, bias, eps, relu);
+        return fallback();
     }
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&ChannelMoments { channels, plane })?;
