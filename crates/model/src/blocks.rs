@@ -299,7 +299,8 @@ pub fn linear(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Linear> {
     Ok(Linear::new(weight, bias))
 }
 
-/// Global average pooling over H and W, flattened to N×C.
+/// Global average pooling over the last two axes (H and W): N×C for NCHW activations, C×N for
+/// channels-major ones.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.mean((2, 3))
 }

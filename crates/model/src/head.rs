@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cut};
-use crate::blocks::{linear, Linear, Stage};
+use crate::blocks::{global_avg_pool, linear, Linear, Stage};
 use crate::layout::Layout;
 use crate::norm::{BnMode, BN_MOMENTUM};
 use crate::weights::ResolvedWeights;
@@ -169,7 +169,7 @@ impl Head {
                 // the whole batch, forward and backward.
                 let x = x.permute((1, 0, 2, 3))?.contiguous()?;
                 let y = layer4.forward_in(&x, train, Layout::ChannelsMajor)?;
-                let pooled = y.mean((2, 3))?.t()?;
+                let pooled = global_avg_pool(&y)?.t()?; // C×N → N×C
                 fc.forward(&dropout(&pooled, p, rng)?)
             }
         }

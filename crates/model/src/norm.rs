@@ -86,9 +86,7 @@ impl BatchNorm {
         layout: Layout,
     ) -> Result<Tensor> {
         let y = match self {
-            Self::Frozen { scale, shift } => x
-                .broadcast_mul(&layout.per_channel(scale)?)?
-                .broadcast_add(&layout.per_channel(shift)?)?,
+            Self::Frozen { scale, shift } => affine(x, scale, shift, layout)?,
             Self::Trainable {
                 weight,
                 bias,
@@ -120,8 +118,7 @@ impl BatchNorm {
                     &running_mean.as_detached_tensor(),
                     &running_var.as_detached_tensor(),
                 )?;
-                x.broadcast_mul(&layout.per_channel(&scale)?)?
-                    .broadcast_add(&layout.per_channel(&shift)?)?
+                affine(x, &scale, &shift, layout)?
             }
         };
         if relu {
@@ -148,6 +145,12 @@ fn fold(weight: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor) -> Result<(
     let scale = f32(weight)?.broadcast_div(&(f32(var)? + BN_EPS)?.sqrt()?)?;
     let shift = (f32(bias)? - f32(mean)?.broadcast_mul(&scale)?)?;
     Ok((scale.to_dtype(dtype)?, shift.to_dtype(dtype)?))
+}
+
+/// `x·scale + shift` per channel (C values each) over activations laid out as `layout`.
+fn affine(x: &Tensor, scale: &Tensor, shift: &Tensor, layout: Layout) -> Result<Tensor> {
+    x.broadcast_mul(&layout.per_channel(scale)?)?
+        .broadcast_add(&layout.per_channel(shift)?)
 }
 
 fn update_running(running: &Var, batch: &Tensor, momentum: f64) -> Result<()> {
