@@ -10,6 +10,10 @@ use crate::arch::{Arch, Cut, EXPANSION, STAGE_PLANES, STAGE_STRIDES, STEM_CHANNE
 use crate::layout::Layout;
 use crate::norm::{BatchNorm, BnMode};
 
+mod tape;
+
+pub(crate) use tape::StageTape;
+
 /// A bias-free `nn.Conv2d` with "same"-style padding `k / 2` (7→3, 3→1, 1→0).
 #[derive(Clone, Debug)]
 pub struct Conv {

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
@@ -10,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cut};
-use crate::blocks::{global_avg_pool, linear, Linear, Stage};
+use crate::blocks::{global_avg_pool, linear, Linear, Stage, StageTape};
 use crate::layout::Layout;
 use crate::norm::{BnMode, BN_MOMENTUM};
 use crate::weights::ResolvedWeights;
@@ -175,6 +176,43 @@ impl Head {
         }
     }
 
+    /// The train-mode [`Head::forward_t_with`], for one optimiser step: the logits, and
+    /// [`TrainForward::backward`] for the gradients.
+    ///
+    /// On the CPU in f32, `FinetuneLayer4` runs layer4 outside candle's graph: its forward keeps
+    /// what the backward needs and `backward` computes layer4's gradients itself (the same values,
+    /// without the zeroed buffer and extra pass candle's autograd spends on every node). Other
+    /// heads and devices build candle's graph as `forward_t_with` does.
+    pub fn forward_train(
+        &self,
+        x: &Tensor,
+        rng: &mut impl Rng,
+    ) -> candle_core::Result<TrainForward<'_>> {
+        if let Body::FinetuneLayer4 { layer4, fc } = &self.body {
+            let x = x.permute((1, 0, 2, 3))?.contiguous()?;
+            if let Some(tape) = layer4.forward_tape(&x)? {
+                let pooled = Var::from_tensor(&pool(
+                    tape.output().values.as_slice(),
+                    tape.output().dims,
+                    x.device(),
+                )?)?;
+                let logits = fc.forward(&dropout(pooled.as_tensor(), self.spec.dropout(), rng)?)?;
+                return Ok(TrainForward {
+                    logits,
+                    layer4: Some(Layer4Tape {
+                        stage: layer4,
+                        tape,
+                        pooled,
+                    }),
+                });
+            }
+        }
+        Ok(TrainForward {
+            logits: self.forward_t_with(x, true, rng)?,
+            layer4: None,
+        })
+    }
+
     /// Variables the optimiser must update, in network order (excludes BN running statistics,
     /// which live in the same VarMap under torchvision names and are updated by train-mode
     /// forwards).
@@ -197,6 +235,68 @@ impl Head {
             .with_context(|| format!("loading head weights from {}", weights.display()))?;
         Ok((head, varmap))
     }
+}
+
+/// A train-mode forward pass whose backward is still to run ([`Head::forward_train`]).
+pub struct TrainForward<'a> {
+    /// Logits N×2.
+    pub logits: Tensor,
+    layer4: Option<Layer4Tape<'a>>,
+}
+
+/// layer4 run outside candle's graph: the pooled features are a leaf variable of the graph that
+/// computes the logits, and the backward carries their gradient on through the tape.
+struct Layer4Tape<'a> {
+    stage: &'a Stage,
+    tape: StageTape,
+    pooled: Var,
+}
+
+impl TrainForward<'_> {
+    /// Gradients of `loss` (a scalar computed from [`TrainForward::logits`]) w.r.t. every
+    /// trainable variable of the head.
+    pub fn backward(self, loss: &Tensor) -> candle_core::Result<GradStore> {
+        let mut grads = loss.backward()?;
+        let Some(Layer4Tape {
+            stage,
+            tape,
+            pooled,
+        }) = self.layer4
+        else {
+            return Ok(grads);
+        };
+        // No gradient reaches the features when dropout dropped everything: nor does one reach
+        // layer4's parameters in candle's graph.
+        if let Some(d_pooled) = grads.remove(pooled.as_tensor()) {
+            let d_out = unpool(&d_pooled.to_vec2::<f32>()?, tape.output().dims);
+            tape.backward(stage, d_out, &mut grads)?;
+        }
+        Ok(grads)
+    }
+}
+
+/// Global average pooling of channels-major values (`dims` C×N×H×W) to an N×C tensor.
+fn pool(
+    values: &[f32],
+    (c, n, h, w): (usize, usize, usize, usize),
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let plane = h * w;
+    let mut pooled = vec![0f32; n * c];
+    for (i, run) in values.chunks_exact(plane).enumerate() {
+        pooled[(i % n) * c + i / n] = run.iter().sum::<f32>() / plane as f32;
+    }
+    Tensor::from_vec(pooled, (n, c), device)
+}
+
+/// The gradient of [`pool`]'s input (channels-major, `dims`) given its output's (N rows of C).
+fn unpool(d_pooled: &[Vec<f32>], (c, n, h, w): (usize, usize, usize, usize)) -> Vec<f32> {
+    let plane = h * w;
+    let mut d = vec![0f32; c * n * plane];
+    for (i, run) in d.chunks_exact_mut(plane).enumerate() {
+        run.fill(d_pooled[i % n][i / n] / plane as f32);
+    }
+    d
 }
 
 /// Copies layer4 weights and BN running statistics from `weights` (the pretrained file, or the

@@ -20,7 +20,7 @@ pub use backbone::Backbone;
 pub use blocks::{global_avg_pool, Network, Stage};
 pub use candle_core::{DType, Device, Tensor};
 pub use device::{imagenet_normalize, parse_device, parse_dtype, IMAGENET_MEAN, IMAGENET_STD};
-pub use head::{dropout, init_layer4_from, Head, HeadSpec, NUM_OUTPUTS};
+pub use head::{dropout, init_layer4_from, Head, HeadSpec, TrainForward, NUM_OUTPUTS};
 pub use layout::Layout;
 pub use norm::{BatchNorm, BnMode, BN_EPS, BN_MOMENTUM};
 pub use weights::{

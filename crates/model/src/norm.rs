@@ -87,22 +87,17 @@ impl BatchNorm {
     ) -> Result<Tensor> {
         let y = match self {
             Self::Frozen { scale, shift } => affine(x, scale, shift, layout)?,
-            Self::Trainable {
-                weight,
-                bias,
-                running_mean,
-                running_var,
-                momentum,
-            } if train => {
+            Self::Trainable { weight, bias, .. } if train => {
                 let norm = match layout {
                     Layout::Nchw => dfd_ops::batch_norm_train,
                     Layout::ChannelsMajor => dfd_ops::batch_norm_train_channels_major,
                 };
                 let out = norm(x, weight, bias, BN_EPS, relu)?;
-                let count = (x.elem_count() / weight.elem_count()) as f64;
-                let unbiased = (out.var * (count / (count - 1.0)))?;
-                update_running(running_mean, &out.mean, *momentum)?;
-                update_running(running_var, &unbiased, *momentum)?;
+                self.update_running_stats(
+                    &out.mean,
+                    &out.var,
+                    x.elem_count() / weight.elem_count(),
+                )?;
                 return Ok(out.y);
             }
             Self::Trainable {
@@ -126,6 +121,30 @@ impl BatchNorm {
         } else {
             Ok(y)
         }
+    }
+
+    /// Train mode's update of the running statistics (nothing for `Frozen`), from a batch's
+    /// per-channel `mean` and biased `var` over `count` values per channel:
+    /// `r ← (1 − momentum)·r + momentum·s`, with the unbiased variance for `running_var`.
+    pub(crate) fn update_running_stats(
+        &self,
+        mean: &Tensor,
+        var: &Tensor,
+        count: usize,
+    ) -> Result<()> {
+        if let Self::Trainable {
+            running_mean,
+            running_var,
+            momentum,
+            ..
+        } = self
+        {
+            let count = count as f64;
+            let unbiased = (var * (count / (count - 1.0)))?;
+            update_running(running_mean, mean, *momentum)?;
+            update_running(running_var, &unbiased, *momentum)?;
+        }
+        Ok(())
     }
 
     /// Trainable parameters (`weight`, `bias`); none for `Frozen`.

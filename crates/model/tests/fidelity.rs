@@ -3,6 +3,7 @@
 
 mod common;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::{
@@ -67,8 +68,11 @@ fn eval_matches_pytorch_at_every_cut_224px() {
     eval_matches_pytorch(224);
 }
 
-#[test]
-fn train_step_of_finetune_block_matches_pytorch() {
+/// One train-mode step of the fine-tune head against PyTorch's: `run` returns the logits, the
+/// loss and the gradients for a head, its input and labels.
+fn train_step_matches_pytorch(
+    run: impl Fn(&Head, &Tensor, &Tensor) -> (Tensor, Tensor, GradStore),
+) {
     let reference = Reference::load();
     let arch = reference.arch();
     let meta = &reference.meta["train"];
@@ -88,12 +92,10 @@ fn train_step_of_finetune_block_matches_pytorch() {
     fill_deterministic(&varmap);
 
     let x = det_param("input.layer3", &[batch, 1024, side, side]);
-    let logits = head.forward_t(&x, true).unwrap();
-    reference.check("train.logits", &logits);
     let labels = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
-    let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+    let (logits, loss, grads) = run(&head, &x, &labels);
+    reference.check("train.logits", &logits);
     reference.check("train.loss", &loss.reshape(1).unwrap());
-    let grads = loss.backward().unwrap();
 
     let trainable = head.trainable_vars();
     let vars = varmap.data().lock().unwrap();
@@ -123,4 +125,27 @@ fn train_step_of_finetune_block_matches_pytorch() {
         }
     }
     assert_eq!(checked, trainable.len());
+}
+
+#[test]
+fn train_step_of_finetune_block_matches_pytorch() {
+    // candle's autograd over the graph of `forward_t`.
+    train_step_matches_pytorch(|head, x, labels| {
+        let logits = head.forward_t(x, true).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, labels).unwrap();
+        let grads = loss.backward().unwrap();
+        (logits, loss, grads)
+    });
+}
+
+#[test]
+fn train_step_of_finetune_block_through_forward_train_matches_pytorch() {
+    // The training step's path: layer4 outside candle's graph, with its own backward.
+    train_step_matches_pytorch(|head, x, labels| {
+        let forward = head.forward_train(x, &mut rand::rng()).unwrap();
+        let logits = forward.logits.clone();
+        let loss = candle_nn::loss::cross_entropy(&logits, labels).unwrap();
+        let grads = forward.backward(&loss).unwrap();
+        (logits, loss, grads)
+    });
 }

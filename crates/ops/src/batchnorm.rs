@@ -85,17 +85,14 @@ fn normalize(
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&ChannelMoments { channels, plane })?;
     let moments = stats.to_vec2::<f32>()?;
-    let invstd = moments[1]
-        .iter()
-        .map(|&v| (1.0 / (f64::from(v) + eps).sqrt()) as f32)
-        .collect();
-    let op = BatchNormOp(Norm {
-        channels,
-        plane,
-        mean: moments[0].clone(),
-        invstd,
+    let norm = Norm::new(
+        (channels, plane),
+        moments[0].clone(),
+        &moments[1],
+        eps,
         relu,
-    });
+    );
+    let op = BatchNormOp(norm);
     let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
     Ok(BatchNormTrain {
         y,
@@ -193,21 +190,29 @@ impl CustomOp1 for ChannelMoments {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = data(s, l, "input")?;
-        let (c, plane) = (self.channels, self.plane);
-        let count = (x.len() / c) as f64;
-        let moments = per_channel(x.len(), c, plane, |_, offsets| {
-            let planes: Vec<&[f32]> = offsets.map(|o| &x[o..o + plane]).collect();
-            let sum: f64 = planes.iter().map(|p| sum8(p, p, p, |v, _, _| v)).sum();
-            let mean = (sum / count) as f32;
-            let sq: f64 = planes
-                .iter()
-                .map(|p| sum8(p, p, p, |v, _, _| (v - mean) * (v - mean)))
-                .sum();
-            (mean, (sq / count) as f32)
-        });
-        let (mean, var): (Vec<f32>, Vec<f32>) = moments.into_iter().unzip();
-        Ok((CpuStorage::F32([mean, var].concat()), Shape::from((2, c))))
+        let (mean, var) = moments(x, self.channels, self.plane);
+        Ok((
+            CpuStorage::F32([mean, var].concat()),
+            Shape::from((2, self.channels)),
+        ))
     }
+}
+
+/// Per-channel mean and biased variance of `x` (runs of `plane` values per channel, `channels`
+/// channels per image): two passes with per-plane f32 sums accumulated in f64.
+fn moments(x: &[f32], channels: usize, plane: usize) -> (Vec<f32>, Vec<f32>) {
+    let count = (x.len() / channels) as f64;
+    let moments = per_channel(x.len(), channels, plane, |_, offsets| {
+        let planes: Vec<&[f32]> = offsets.map(|o| &x[o..o + plane]).collect();
+        let sum: f64 = planes.iter().map(|p| sum8(p, p, p, |v, _, _| v)).sum();
+        let mean = (sum / count) as f32;
+        let sq: f64 = planes
+            .iter()
+            .map(|p| sum8(p, p, p, |v, _, _| (v - mean) * (v - mean)))
+            .sum();
+        (mean, (sq / count) as f32)
+    });
+    moments.into_iter().unzip()
 }
 
 /// The constants of one train-mode BatchNorm call.
@@ -221,6 +226,27 @@ struct Norm {
 }
 
 impl Norm {
+    /// The constants for batch statistics `mean` and biased `var`.
+    fn new(
+        (channels, plane): (usize, usize),
+        mean: Vec<f32>,
+        var: &[f32],
+        eps: f64,
+        relu: bool,
+    ) -> Self {
+        let invstd = var
+            .iter()
+            .map(|&v| (1.0 / (f64::from(v) + eps).sqrt()) as f32)
+            .collect();
+        Norm {
+            channels,
+            plane,
+            mean,
+            invstd,
+            relu,
+        }
+    }
+
     /// x̂ of value `v` in channel `c`.
     fn xhat(&self, c: usize, v: f32) -> f32 {
         (v - self.mean[c]) * self.invstd[c]
@@ -232,6 +258,139 @@ impl Norm {
             0.0
         } else {
             dy
+        }
+    }
+
+    /// `y = relu?(x̂·weight + bias)`.
+    fn forward(&self, x: &[f32], weight: &[f32], bias: &[f32], y: &mut [f32]) {
+        y.par_chunks_mut(self.plane)
+            .zip(x.par_chunks(self.plane))
+            .enumerate()
+            .for_each(|(i, (yp, xp))| {
+                let c = i % self.channels;
+                let scale = self.invstd[c] * weight[c];
+                let shift = bias[c] - self.mean[c] * scale;
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    let z = v * scale + shift;
+                    *o = if self.relu { z.max(0.0) } else { z };
+                }
+            });
+    }
+
+    /// Per channel Σg and Σg·x̂, g = `dy` masked by the ReLU (from the output `y`).
+    fn grad_sums(&self, x: &[f32], y: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let plane = self.plane;
+        let sums = per_channel(x.len(), self.channels, plane, |c, offsets| {
+            let (sg, sgx) = offsets.fold((0f64, 0f64), |(sg, sgx), o| {
+                let (xp, yp, gp) = (&x[o..o + plane], &y[o..o + plane], &dy[o..o + plane]);
+                let sum_g = sum8(xp, yp, gp, |_, y, g| self.masked(g, y));
+                let sum_gx = sum8(xp, yp, gp, |x, y, g| self.masked(g, y) * self.xhat(c, x));
+                (sg + sum_g, sgx + sum_gx)
+            });
+            (sg as f32, sgx as f32)
+        });
+        sums.into_iter().unzip()
+    }
+
+    /// The gradient w.r.t. the input `x`, given the sums of [`Norm::grad_sums`].
+    fn grad_input(
+        &self,
+        [x, y, dy]: [&[f32]; 3],
+        weight: &[f32],
+        (sum_g, sum_gx): (&[f32], &[f32]),
+    ) -> Vec<f32> {
+        let count = (x.len() / self.channels) as f32;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(self.plane)
+            .enumerate()
+            .for_each(|(i, dxp)| {
+                let c = i % self.channels;
+                let range = i * self.plane..(i + 1) * self.plane;
+                let k = weight[c] * self.invstd[c] / count;
+                let parts = x[range.clone()]
+                    .iter()
+                    .zip(&y[range.clone()])
+                    .zip(&dy[range]);
+                for (d, ((&v, &o), &g)) in dxp.iter_mut().zip(parts) {
+                    let g = self.masked(g, o);
+                    *d = k * (count * g - sum_g[c] - self.xhat(c, v) * sum_gx[c]);
+                }
+            });
+        dx
+    }
+}
+
+/// Train-mode BatchNorm (+ ReLU) on channels-major CPU f32 slices (each channel one contiguous
+/// run of values), with its backward: the kernels behind [`batch_norm_train_channels_major`], for
+/// callers that run their own backward pass instead of candle's autograd.
+pub struct SliceBatchNorm {
+    norm: Norm,
+    var: Vec<f32>,
+}
+
+/// What [`SliceBatchNorm::backward`] returns.
+pub struct SliceBatchNormGrads {
+    /// Gradient w.r.t. the input, when asked for.
+    pub x: Option<Vec<f32>>,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl SliceBatchNorm {
+    /// Normalises `x` (`weight.len()` channels of equal runs) with its batch statistics:
+    /// returns the statistics and `y = relu?(x̂·weight + bias)`. Panics when `bias` and `weight`
+    /// differ in length or `x` does not split into one run per channel of at least two values.
+    pub fn forward(
+        x: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        eps: f64,
+        relu: bool,
+    ) -> (Self, Vec<f32>) {
+        let channels = weight.len();
+        assert!(
+            bias.len() == channels && x.len() % channels == 0 && x.len() / channels >= 2,
+            "batch norm of {} values over {channels} channels",
+            x.len()
+        );
+        let plane = x.len() / channels;
+        let (mean, var) = moments(x, channels, plane);
+        let norm = Norm::new((channels, plane), mean, &var, eps, relu);
+        let mut y = vec![0f32; x.len()];
+        norm.forward(x, weight, bias, &mut y);
+        (SliceBatchNorm { norm, var }, y)
+    }
+
+    /// Per-channel batch mean.
+    pub fn mean(&self) -> &[f32] {
+        &self.norm.mean
+    }
+
+    /// Per-channel biased batch variance (the one that normalised `x`).
+    pub fn var(&self) -> &[f32] {
+        &self.var
+    }
+
+    /// Gradients given the forward's `x` and `y` and the output gradient `dy` (one length);
+    /// `x`'s only when `want_x`.
+    pub fn backward(
+        &self,
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        weight: &[f32],
+        want_x: bool,
+    ) -> SliceBatchNormGrads {
+        assert!(
+            y.len() == x.len() && dy.len() == x.len(),
+            "batch norm backward sizes"
+        );
+        let (sum_g, sum_gx) = self.norm.grad_sums(x, y, dy);
+        let dx = want_x.then(|| self.norm.grad_input([x, y, dy], weight, (&sum_g, &sum_gx)));
+        SliceBatchNormGrads {
+            x: dx,
+            weight: sum_gx,
+            bias: sum_g,
         }
     }
 }
@@ -278,18 +437,7 @@ impl CustomOp3 for BatchNormOp {
             )
         }
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(norm.plane)
-            .zip(x.par_chunks(norm.plane))
-            .enumerate()
-            .for_each(|(i, (yp, xp))| {
-                let c = i % norm.channels;
-                let scale = norm.invstd[c] * weight[c];
-                let shift = bias[c] - norm.mean[c] * scale;
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    let z = v * scale + shift;
-                    *o = if norm.relu { z.max(0.0) } else { z };
-                }
-            });
+        norm.forward(x, weight, bias, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -345,25 +493,11 @@ impl CustomOp3 for GradSums {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let norm = &self.0;
-        let [x, y, dy] = backward_args(norm, [(s1, l1), (s2, l2), (s3, l3)])?;
-        let plane = norm.plane;
-        let sums = per_channel(x.len(), norm.channels, plane, |c, offsets| {
-            offsets.fold((0f64, 0f64), |(sg, sgx), o| {
-                let (xp, yp, gp) = (&x[o..o + plane], &y[o..o + plane], &dy[o..o + plane]);
-                let sum_g = sum8(xp, yp, gp, |_, y, g| norm.masked(g, y));
-                let sum_gx = sum8(xp, yp, gp, |x, y, g| norm.masked(g, y) * norm.xhat(c, x));
-                (sg + sum_g, sgx + sum_gx)
-            })
-        });
-        let sums: Vec<(f32, f32)> = sums
-            .into_iter()
-            .map(|(a, b)| (a as f32, b as f32))
-            .collect();
-        let (sum_g, sum_gx): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+        let [x, y, dy] = backward_args(&self.0, [(s1, l1), (s2, l2), (s3, l3)])?;
+        let (sum_g, sum_gx) = self.0.grad_sums(x, y, dy);
         Ok((
             CpuStorage::F32([sum_g, sum_gx].concat()),
-            Shape::from((2, norm.channels)),
+            Shape::from((2, self.0.channels)),
         ))
     }
 }
@@ -382,27 +516,10 @@ impl CustomOp3 for GradInput {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let norm = &self.norm;
-        let [x, y, dy] = backward_args(norm, [(s1, l1), (s2, l2), (s3, l3)])?;
-        let count = (x.len() / norm.channels) as f32;
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(norm.plane)
-            .enumerate()
-            .for_each(|(i, dxp)| {
-                let c = i % norm.channels;
-                let off = i * norm.plane;
-                let k = self.weight[c] * norm.invstd[c] / count;
-                let (sum_g, sum_gx) = (self.sum_g[c], self.sum_gx[c]);
-                let range = off..off + norm.plane;
-                let parts = x[range.clone()]
-                    .iter()
-                    .zip(&y[range.clone()])
-                    .zip(&dy[range]);
-                for (d, ((&v, &o), &g)) in dxp.iter_mut().zip(parts) {
-                    let g = norm.masked(g, o);
-                    *d = k * (count * g - sum_g - norm.xhat(c, v) * sum_gx);
-                }
-            });
+        let args = backward_args(&self.norm, [(s1, l1), (s2, l2), (s3, l3)])?;
+        let dx = self
+            .norm
+            .grad_input(args, &self.weight, (&self.sum_g, &self.sum_gx));
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -463,7 +580,7 @@ impl CustomOp2 for ReluGrad {
 }
 
 /// `out[i] = f(a[i], b[i])` in parallel chunks. Panics when the lengths differ.
-fn zip_par(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+pub fn zip_par(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
     assert!(
         a.len() == out.len() && b.len() == out.len(),
         "zip_par sizes"

@@ -18,6 +18,7 @@
 mod batchnorm;
 mod channels_major;
 mod columns;
+pub mod cpu;
 mod geometry;
 mod host;
 mod kernels;

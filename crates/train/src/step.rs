@@ -67,11 +67,12 @@ pub fn train_step(
     lr: f64,
     rng: &mut impl Rng,
 ) -> Result<StepOutput> {
-    let logits = head
-        .forward_t_with(x, true, rng)
+    let forward = head
+        .forward_train(x, rng)
         .context("training forward pass")?;
+    let logits = forward.logits.clone();
     let ce = cross_entropy(&logits, y, settings.class_weights)?;
-    let grads = ce.backward().context("backward pass")?;
+    let grads = forward.backward(&ce).context("backward pass")?;
     // Σ|θ| only matters (to the loss and its gradient) when the penalty is on.
     let abs_sum = if settings.l1 == 0.0 {
         0.0

@@ -1,0 +1,272 @@
+//! Train-mode forward and backward of a [`Stage`] on channels-major CPU f32 activations, outside
+//! candle's autograd.
+//!
+//! candle's backward gives every node of its graph a zeroed gradient buffer and adds each
+//! incoming gradient into it: a bottleneck block makes ten nodes, most of them activation-sized,
+//! and those passes over memory cost more than the BatchNorms. Here the forward keeps what the
+//! backward needs (each conv's output, each BatchNorm's output and batch statistics, each block's
+//! output) and the backward writes every parameter's gradient once, with the kernels of
+//! [`dfd_ops::cpu`] (the ones the candle ops run). Values are those of
+//! [`Stage::forward_in`] in train mode, channels-major, followed by candle's backward; the running
+//! statistics are updated the same way.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Result, Tensor};
+use dfd_ops::cpu::{self, ConvShape, SliceBatchNorm};
+
+use super::{Bottleneck, Conv, ConvBn, Norm, Stage};
+use crate::norm::{BatchNorm, BN_EPS};
+
+/// Channels-major (C×N×H×W) values and their dims.
+pub(crate) struct Activation {
+    pub values: Vec<f32>,
+    pub dims: (usize, usize, usize, usize),
+}
+
+/// What the backward of one [`ConvBn`] needs.
+struct UnitTape {
+    shape: ConvShape,
+    /// The convolution's output (the BatchNorm's input).
+    z: Vec<f32>,
+    norm: SliceBatchNorm,
+    /// The BatchNorm's output, after the ReLU when there is one.
+    y: Activation,
+}
+
+/// What the backward of one [`Bottleneck`] needs.
+struct BlockTape {
+    reduce: UnitTape,
+    grouped: UnitTape,
+    expand: UnitTape,
+    downsample: Option<UnitTape>,
+    out: Activation,
+}
+
+/// A stage's train-mode forward, kept for its backward.
+pub(crate) struct StageTape {
+    input: Activation,
+    blocks: Vec<BlockTape>,
+}
+
+impl ConvBn {
+    /// The BatchNorm's trainable `weight` and `bias`.
+    fn bn_params(&self) -> Result<(&Tensor, &Tensor)> {
+        match &self.norm {
+            Norm::Separate(BatchNorm::Trainable { weight, bias, .. }) => Ok((weight, bias)),
+            _ => candle_core::bail!("a train-mode forward needs trainable BatchNorms"),
+        }
+    }
+
+    /// BN(conv(x)) (+ ReLU) with batch statistics; updates the running statistics.
+    fn forward_tape(&self, x: &Activation, relu: bool) -> Result<UnitTape> {
+        let Conv {
+            weight,
+            stride,
+            padding,
+            groups,
+        } = &self.conv;
+        let shape = ConvShape::channels_major(x.dims, weight.dims4()?, *stride, *padding, *groups)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "no CPU kernel for a conv of weight {:?} over {:?}",
+                    weight.shape(),
+                    x.dims
+                ))
+            })?;
+        let z = dfd_ops::with_f32(weight, |w| cpu::conv_forward(&shape, &x.values, w))?;
+        let (bn_weight, bn_bias) = self.bn_params()?;
+        let (norm, y) = SliceBatchNorm::forward(
+            &z,
+            &bn_weight.to_vec1::<f32>()?,
+            &bn_bias.to_vec1::<f32>()?,
+            BN_EPS,
+            relu,
+        );
+        let Norm::Separate(bn) = &self.norm else {
+            unreachable!("bn_params checked the BatchNorm")
+        };
+        let stats = |v: &[f32]| Tensor::new(v, weight.device());
+        bn.update_running_stats(
+            &stats(norm.mean())?,
+            &stats(norm.var())?,
+            z.len() / norm.mean().len(),
+        )?;
+        Ok(UnitTape {
+            shape,
+            z,
+            norm,
+            y: Activation {
+                values: y,
+                dims: shape.y_dims(),
+            },
+        })
+    }
+
+    /// Puts the gradients of the conv weight and the BatchNorm's weight and bias in `grads`,
+    /// given the forward's input `x` and the output gradient `dy`; returns the input's gradient
+    /// when `want_dx`.
+    fn backward_tape(
+        &self,
+        tape: &UnitTape,
+        x: &[f32],
+        dy: &[f32],
+        want_dx: bool,
+        grads: &mut GradStore,
+    ) -> Result<Option<Vec<f32>>> {
+        let (bn_weight, bn_bias) = self.bn_params()?;
+        let bn = tape.norm.backward(
+            &tape.z,
+            &tape.y.values,
+            dy,
+            &bn_weight.to_vec1::<f32>()?,
+            true,
+        );
+        let dz = bn.x.expect("the input gradient was asked for");
+        insert(grads, bn_weight, bn.weight)?;
+        insert(grads, bn_bias, bn.bias)?;
+        let weight = &self.conv.weight;
+        insert(
+            grads,
+            weight,
+            cpu::conv_backward_weight(&tape.shape, x, &dz),
+        )?;
+        want_dx
+            .then(|| dfd_ops::with_f32(weight, |w| cpu::conv_backward_input(&tape.shape, &dz, w)))
+            .transpose()
+    }
+}
+
+/// `grads[param] = values` (in `param`'s shape).
+fn insert(grads: &mut GradStore, param: &Tensor, values: Vec<f32>) -> Result<()> {
+    grads.insert(
+        param,
+        Tensor::from_vec(values, param.shape(), param.device())?,
+    );
+    Ok(())
+}
+
+impl Bottleneck {
+    fn forward_tape(&self, x: &Activation) -> Result<BlockTape> {
+        let reduce = self.reduce.forward_tape(x, true)?;
+        let grouped = self.grouped.forward_tape(&reduce.y, true)?;
+        let expand = self.expand.forward_tape(&grouped.y, false)?;
+        let downsample = match &self.downsample {
+            Some(unit) => Some(unit.forward_tape(x, false)?),
+            None => None,
+        };
+        let identity = downsample.as_ref().map_or(&x.values, |d| &d.y.values);
+        let mut out = vec![0f32; identity.len()];
+        cpu::zip_map(&mut out, &expand.y.values, identity, |a, b| {
+            (a + b).max(0.0)
+        });
+        let dims = expand.y.dims;
+        Ok(BlockTape {
+            reduce,
+            grouped,
+            expand,
+            downsample,
+            out: Activation { values: out, dims },
+        })
+    }
+
+    /// Puts every parameter's gradient in `grads`, given the block's input `x` and output
+    /// gradient `d_out`; returns the input's gradient when `want_dx`.
+    fn backward_tape(
+        &self,
+        tape: &BlockTape,
+        x: &[f32],
+        d_out: &[f32],
+        want_dx: bool,
+        grads: &mut GradStore,
+    ) -> Result<Option<Vec<f32>>> {
+        // Through the final ReLU: the gradient of both branches.
+        let mut g = vec![0f32; d_out.len()];
+        cpu::zip_map(&mut g, &tape.out.values, d_out, |y, d| {
+            if y > 0.0 {
+                d
+            } else {
+                0.0
+            }
+        });
+        let inner = |unit: &ConvBn, t: &UnitTape, x: &[f32], dy: &[f32], grads: &mut GradStore| {
+            let dx = unit.backward_tape(t, x, dy, true, grads)?;
+            Ok::<_, candle_core::Error>(dx.expect("the input gradient was asked for"))
+        };
+        let d = inner(
+            &self.expand,
+            &tape.expand,
+            &tape.grouped.y.values,
+            &g,
+            grads,
+        )?;
+        let d = inner(
+            &self.grouped,
+            &tape.grouped,
+            &tape.reduce.y.values,
+            &d,
+            grads,
+        )?;
+        let main = self
+            .reduce
+            .backward_tape(&tape.reduce, x, &d, want_dx, grads)?;
+        let skip = match (&self.downsample, &tape.downsample) {
+            (Some(unit), Some(t)) => unit.backward_tape(t, x, &g, want_dx, grads)?,
+            _ => want_dx.then_some(g),
+        };
+        Ok(main.zip(skip).map(|(mut main, skip)| {
+            main.iter_mut().zip(&skip).for_each(|(m, s)| *m += s);
+            main
+        }))
+    }
+}
+
+impl Stage {
+    /// The train-mode forward of [`Stage::forward_in`] on channels-major `x` (C×N×H×W), kept for
+    /// [`StageTape::backward`]; `None` (nothing run) unless `x` and every parameter are f32 CPU
+    /// tensors.
+    pub(crate) fn forward_tape(&self, x: &Tensor) -> Result<Option<StageTape>> {
+        let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+        if !(cpu_f32(x) && self.parameters().iter().all(cpu_f32)) {
+            return Ok(None);
+        }
+        let input = Activation {
+            values: x.flatten_all()?.to_vec1::<f32>()?,
+            dims: x.dims4()?,
+        };
+        let mut blocks: Vec<BlockTape> = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let tape = block.forward_tape(blocks.last().map_or(&input, |b| &b.out))?;
+            blocks.push(tape);
+        }
+        Ok(Some(StageTape { input, blocks }))
+    }
+}
+
+impl StageTape {
+    /// The stage's output.
+    pub(crate) fn output(&self) -> &Activation {
+        self.blocks.last().map_or(&self.input, |b| &b.out)
+    }
+
+    /// Puts the gradient of every parameter of `stage` (the one that made this tape) in `grads`,
+    /// given the output gradient `d_out` (channels-major). The input's gradient is not computed.
+    pub(crate) fn backward(
+        &self,
+        stage: &Stage,
+        d_out: Vec<f32>,
+        grads: &mut GradStore,
+    ) -> Result<()> {
+        let mut d = d_out;
+        for (i, (block, tape)) in stage.blocks.iter().zip(&self.blocks).enumerate().rev() {
+            let x = match i {
+                0 => &self.input,
+                _ => &self.blocks[i - 1].out,
+            };
+            match block.backward_tape(tape, &x.values, &d, i > 0, grads)? {
+                Some(dx) => d = dx,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+}

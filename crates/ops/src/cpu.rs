@@ -1,0 +1,64 @@
+//! The CPU f32 kernels on plain slices, for callers that run their own backward pass instead of
+//! candle's autograd (dfd-model's layer4 fine-tune step): the same kernels as the candle ops of
+//! this crate, on channels-major (C×N×H×W) activations.
+//!
+//! Every function panics when a slice's length disagrees with the shape it is given.
+
+use crate::geometry::ConvGeom;
+use crate::kernels::{self, Epilogue};
+
+pub use crate::batchnorm::{zip_par as zip_map, SliceBatchNorm, SliceBatchNormGrads};
+
+/// The sizes of one convolution on channels-major activations (OIHW weight, dilation 1), for a
+/// kernel the GEMM path takes (1×1 or 3×3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape(ConvGeom);
+
+impl ConvShape {
+    /// The convolution of `x` (C_in×N×H×W) with a `w` of dims C_out×C_in/groups×k×k; `None` when
+    /// the sizes disagree or the kernel is not 1×1 or 3×3.
+    pub fn channels_major(
+        x: (usize, usize, usize, usize),
+        w: (usize, usize, usize, usize),
+        stride: usize,
+        padding: usize,
+        groups: usize,
+    ) -> Option<Self> {
+        let (c, n, h, wd) = x;
+        if !matches!((w.2, w.3), (1, 1) | (3, 3)) {
+            return None;
+        }
+        ConvGeom::new((n, c, h, wd), w, stride, padding, groups)
+            .map(|g| ConvShape(g.channels_major()))
+    }
+
+    /// Output dims, C_out×N×H_out×W_out.
+    pub fn y_dims(&self) -> (usize, usize, usize, usize) {
+        self.0.y_dims()
+    }
+
+    pub fn y_len(&self) -> usize {
+        self.0.y_len()
+    }
+}
+
+/// `y = conv(x, w)`.
+pub fn conv_forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; s.0.y_len()];
+    kernels::forward(&s.0, x, w, Epilogue::NONE, &mut y);
+    y
+}
+
+/// The gradient w.r.t. the input, given the output gradient `dy` and the weight `w`.
+pub fn conv_backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0f32; s.0.x_len()];
+    kernels::backward_input(&s.0, dy, w, &mut dx);
+    dx
+}
+
+/// The gradient w.r.t. the weight, given the input `x` and the output gradient `dy`.
+pub fn conv_backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut dw = vec![0f32; s.0.w_len()];
+    kernels::backward_weight(&s.0, x, dy, &mut dw);
+    dw
+}
