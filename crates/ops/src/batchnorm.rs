@@ -9,6 +9,7 @@ use candle_core::Tensor;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use crate::buffers::par_collect;
 use crate::storage::{all_cpu_f32, f32_data};
 
 /// What [`batch_norm_train`] returns: the normalised output and the batch statistics it used.
@@ -262,19 +263,23 @@ impl Norm {
     }
 
     /// `y = relu?(x̂·weight + bias)`.
-    fn forward(&self, x: &[f32], weight: &[f32], bias: &[f32], y: &mut [f32]) {
-        y.par_chunks_mut(self.plane)
-            .zip(x.par_chunks(self.plane))
-            .enumerate()
-            .for_each(|(i, (yp, xp))| {
-                let c = i % self.channels;
-                let scale = self.invstd[c] * weight[c];
-                let shift = bias[c] - self.mean[c] * scale;
-                for (o, &v) in yp.iter_mut().zip(xp) {
+    fn forward(&self, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+        par_collect(x.len(), self.plane, |i| {
+            let c = i % self.channels;
+            let scale = self.invstd[c] * weight[c];
+            let shift = bias[c] - self.mean[c] * scale;
+            let relu = self.relu;
+            x[i * self.plane..(i + 1) * self.plane]
+                .iter()
+                .map(move |&v| {
                     let z = v * scale + shift;
-                    *o = if self.relu { z.max(0.0) } else { z };
-                }
-            });
+                    if relu {
+                        z.max(0.0)
+                    } else {
+                        z
+                    }
+                })
+        })
     }
 
     /// Per channel Σg and Σg·x̂, g = `dy` masked by the ReLU (from the output `y`).
@@ -300,23 +305,20 @@ impl Norm {
         (sum_g, sum_gx): (&[f32], &[f32]),
     ) -> Vec<f32> {
         let count = (x.len() / self.channels) as f32;
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(self.plane)
-            .enumerate()
-            .for_each(|(i, dxp)| {
-                let c = i % self.channels;
-                let range = i * self.plane..(i + 1) * self.plane;
-                let k = weight[c] * self.invstd[c] / count;
-                let parts = x[range.clone()]
-                    .iter()
-                    .zip(&y[range.clone()])
-                    .zip(&dy[range]);
-                for (d, ((&v, &o), &g)) in dxp.iter_mut().zip(parts) {
-                    let g = self.masked(g, o);
-                    *d = k * (count * g - sum_g[c] - self.xhat(c, v) * sum_gx[c]);
-                }
-            });
-        dx
+        par_collect(x.len(), self.plane, |i| {
+            let c = i % self.channels;
+            let range = i * self.plane..(i + 1) * self.plane;
+            let k = weight[c] * self.invstd[c] / count;
+            let (sum_g, sum_gx) = (sum_g[c], sum_gx[c]);
+            let parts = x[range.clone()]
+                .iter()
+                .zip(&y[range.clone()])
+                .zip(&dy[range]);
+            parts.map(move |((&v, &o), &g)| {
+                let g = self.masked(g, o);
+                k * (count * g - sum_g - self.xhat(c, v) * sum_gx)
+            })
+        })
     }
 }
 
@@ -356,8 +358,7 @@ impl SliceBatchNorm {
         let plane = x.len() / channels;
         let (mean, var) = moments(x, channels, plane);
         let norm = Norm::new((channels, plane), mean, &var, eps, relu);
-        let mut y = vec![0f32; x.len()];
-        norm.forward(x, weight, bias, &mut y);
+        let y = norm.forward(x, weight, bias);
         (SliceBatchNorm { norm, var }, y)
     }
 
@@ -436,8 +437,7 @@ impl CustomOp3 for BatchNormOp {
                 norm.channels
             )
         }
-        let mut y = vec![0f32; x.len()];
-        norm.forward(x, weight, bias, &mut y);
+        let y = norm.forward(x, weight, bias);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -543,8 +543,7 @@ impl CustomOp2 for AddRelu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (data(s1, l1, "left")?, data(s2, l2, "right")?);
-        let mut y = vec![0f32; a.len()];
-        zip_par(&mut y, a, b, |a, b| (a + b).max(0.0));
+        let y = zip_map(a, b, |a, b| (a + b).max(0.0));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -573,24 +572,20 @@ impl CustomOp2 for ReluGrad {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (y, dy) = (data(s1, l1, "output")?, data(s2, l2, "output gradient")?);
-        let mut g = vec![0f32; y.len()];
-        zip_par(&mut g, y, dy, |y, dy| if y > 0.0 { dy } else { 0.0 });
+        let g = zip_map(y, dy, |y, dy| if y > 0.0 { dy } else { 0.0 });
         Ok((CpuStorage::F32(g), l1.shape().clone()))
     }
 }
 
-/// `out[i] = f(a[i], b[i])` in parallel chunks. Panics when the lengths differ.
-pub fn zip_par(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
-    assert!(
-        a.len() == out.len() && b.len() == out.len(),
-        "zip_par sizes"
-    );
+/// `f(a[i], b[i])` for every `i`, in parallel chunks. Panics when the lengths differ.
+pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "zip_map sizes");
     const CHUNK: usize = 1 << 14;
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(o, (a, b))| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
-        });
+    par_collect(a.len(), CHUNK, |i| {
+        let range = i * CHUNK..((i + 1) * CHUNK).min(a.len());
+        a[range.clone()]
+            .iter()
+            .zip(&b[range])
+            .map(|(&a, &b)| f(a, b))
+    })
 }

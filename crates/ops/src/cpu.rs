@@ -4,10 +4,11 @@
 //!
 //! Every function panics when a slice's length disagrees with the shape it is given.
 
+use crate::buffers::zeros;
 use crate::geometry::ConvGeom;
 use crate::kernels::{self, Epilogue};
 
-pub use crate::batchnorm::{zip_par as zip_map, SliceBatchNorm, SliceBatchNormGrads};
+pub use crate::batchnorm::{zip_map, SliceBatchNorm, SliceBatchNormGrads};
 
 /// The sizes of one convolution on channels-major activations (OIHW weight, dilation 1), for a
 /// kernel the GEMM path takes (1×1 or 3×3).
@@ -44,21 +45,21 @@ impl ConvShape {
 
 /// `y = conv(x, w)`.
 pub fn conv_forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; s.0.y_len()];
+    let mut y = zeros(s.0.y_len());
     kernels::forward(&s.0, x, w, Epilogue::NONE, &mut y);
     y
 }
 
 /// The gradient w.r.t. the input, given the output gradient `dy` and the weight `w`.
 pub fn conv_backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0f32; s.0.x_len()];
+    let mut dx = zeros(s.0.x_len());
     kernels::backward_input(&s.0, dy, w, &mut dx);
     dx
 }
 
 /// The gradient w.r.t. the weight, given the input `x` and the output gradient `dy`.
 pub fn conv_backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let mut dw = vec![0f32; s.0.w_len()];
+    let mut dw = zeros(s.0.w_len());
     kernels::backward_weight(&s.0, x, dy, &mut dw);
     dw
 }

@@ -16,6 +16,7 @@
 //! copies where candle's storage allows it (the optimiser's path).
 
 mod batchnorm;
+mod buffers;
 mod channels_major;
 mod columns;
 pub mod cpu;

@@ -1,5 +1,6 @@
 //! The GEMM convolution as candle custom ops: forward with backward, and the two backward halves.
 
+use crate::buffers::zeros;
 use crate::geometry::ConvGeom;
 use crate::kernels::{self, Epilogue};
 use crate::storage::f32_data;
@@ -36,7 +37,7 @@ impl CustomOp2 for GemmConv {
         let g = &self.0;
         let x = f32_data(s1, l1, g.x_len(), "input")?;
         let w = f32_data(s2, l2, g.w_len(), "weight")?;
-        let mut y = vec![0.0f32; g.y_len()];
+        let mut y = zeros(g.y_len());
         kernels::forward(g, x, w, Epilogue::NONE, &mut y);
         Ok((CpuStorage::F32(y), Shape::from(g.y_dims())))
     }
@@ -85,7 +86,7 @@ impl CustomOp3 for GemmConvBiasRelu {
             bias: Some(bias),
             relu: self.relu,
         };
-        let mut y = vec![0.0f32; g.y_len()];
+        let mut y = zeros(g.y_len());
         kernels::forward(g, x, w, epilogue, &mut y);
         Ok((CpuStorage::F32(y), Shape::from(g.y_dims())))
     }
@@ -106,7 +107,7 @@ impl CustomOp2 for GemmConvBackwardInput {
         let g = &self.0;
         let dy = f32_data(s1, l1, g.y_len(), "output gradient")?;
         let w = f32_data(s2, l2, g.w_len(), "weight")?;
-        let mut dx = vec![0.0f32; g.x_len()];
+        let mut dx = zeros(g.x_len());
         kernels::backward_input(g, dy, w, &mut dx);
         Ok((CpuStorage::F32(dx), Shape::from(g.x_dims())))
     }
@@ -127,7 +128,7 @@ impl CustomOp2 for GemmConvBackwardWeight {
         let g = &self.0;
         let x = f32_data(s1, l1, g.x_len(), "input")?;
         let dy = f32_data(s2, l2, g.y_len(), "output gradient")?;
-        let mut dw = vec![0.0f32; g.w_len()];
+        let mut dw = zeros(g.w_len());
         kernels::backward_weight(g, x, dy, &mut dw);
         Ok((
             CpuStorage::F32(dw),

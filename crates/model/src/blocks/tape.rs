@@ -155,10 +155,7 @@ impl Bottleneck {
             None => None,
         };
         let identity = downsample.as_ref().map_or(&x.values, |d| &d.y.values);
-        let mut out = vec![0f32; identity.len()];
-        cpu::zip_map(&mut out, &expand.y.values, identity, |a, b| {
-            (a + b).max(0.0)
-        });
+        let out = cpu::zip_map(&expand.y.values, identity, |a, b| (a + b).max(0.0));
         let dims = expand.y.dims;
         Ok(BlockTape {
             reduce,
@@ -180,14 +177,11 @@ impl Bottleneck {
         grads: &mut GradStore,
     ) -> Result<Option<Vec<f32>>> {
         // Through the final ReLU: the gradient of both branches.
-        let mut g = vec![0f32; d_out.len()];
-        cpu::zip_map(&mut g, &tape.out.values, d_out, |y, d| {
-            if y > 0.0 {
-                d
-            } else {
-                0.0
-            }
-        });
+        let g = cpu::zip_map(
+            &tape.out.values,
+            d_out,
+            |y, d| if y > 0.0 { d } else { 0.0 },
+        );
         let inner = |unit: &ConvBn, t: &UnitTape, x: &[f32], dy: &[f32], grads: &mut GradStore| {
             let dx = unit.backward_tape(t, x, dy, true, grads)?;
             Ok::<_, candle_core::Error>(dx.expect("the input gradient was asked for"))
