@@ -287,3 +287,58 @@ fn gradients_flow_to_a_var_input_of_forward_between() {
             > 0.0
     );
 }
+
+/// Largest |a − b| over two tensors of one shape, relative to the largest |b| (at least 1e-3).
+fn relative_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let scalar = |t: Tensor| t.max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = scalar((a - b).unwrap().abs().unwrap());
+    diff / scalar(b.abs().unwrap()).max(1e-3)
+}
+
+#[test]
+fn forward_train_matches_the_graph_in_logits_gradients_and_running_statistics() {
+    // Two layer4 blocks (a strided one with downsample, then an identity one) and dropout.
+    let arch = Arch {
+        blocks: [1, 1, 1, 2],
+        ..small_arch()
+    };
+    let spec = HeadSpec::FinetuneLayer4 {
+        arch: arch.clone(),
+        dropout: 0.5,
+    };
+    let weights = resolve_weights(&WeightsSource::Random { seed: 9 }).unwrap();
+    let twin = || {
+        let (head, varmap) = new_head(&spec, 3);
+        init_layer4_from(&varmap, &weights, &arch).unwrap();
+        (head, varmap)
+    };
+    let ((graph, graph_vars), (taped, taped_vars)) = (twin(), twin());
+    let maps = ramp(&[4, 1024, 4, 4]);
+    let labels = Tensor::new(&[0u32, 1, 1, 0], &Device::Cpu).unwrap();
+    let loss = |logits: &Tensor| candle_nn::loss::cross_entropy(logits, &labels).unwrap();
+
+    let rng = || ChaCha8Rng::seed_from_u64(1);
+    let expected_logits = graph.forward_t_with(&maps, true, &mut rng()).unwrap();
+    let expected = loss(&expected_logits).backward().unwrap();
+    let forward = taped.forward_train(&maps, &mut rng()).unwrap();
+    let logits = forward.logits.clone();
+    let grads = forward.backward(&loss(&logits)).unwrap();
+
+    assert!(relative_diff(&logits, &expected_logits) < 1e-5);
+    let (graph_vars, taped_vars) = (
+        graph_vars.data().lock().unwrap(),
+        taped_vars.data().lock().unwrap(),
+    );
+    for (name, var) in graph_vars.iter() {
+        let taped_var = &taped_vars[name];
+        let diff = if name.contains("running_") {
+            relative_diff(taped_var.as_tensor(), var.as_tensor())
+        } else {
+            let got = grads
+                .get(taped_var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            relative_diff(got, expected.get(var.as_tensor()).unwrap())
+        };
+        assert!(diff < 1e-4, "{name}: {diff}");
+    }
+}
