@@ -189,8 +189,7 @@ impl Head {
         rng: &mut impl Rng,
     ) -> candle_core::Result<TrainForward<'_>> {
         if let Body::FinetuneLayer4 { layer4, fc } = &self.body {
-            let x = x.permute((1, 0, 2, 3))?.contiguous()?;
-            if let Some(tape) = layer4.forward_tape(&x)? {
+            if let Some(tape) = layer4.forward_tape(x)? {
                 let pooled = Var::from_tensor(&pool(
                     tape.output().values.as_slice(),
                     tape.output().dims,

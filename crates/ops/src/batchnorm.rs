@@ -351,7 +351,7 @@ impl SliceBatchNorm {
     ) -> (Self, Vec<f32>) {
         let channels = weight.len();
         assert!(
-            bias.len() == channels && x.len() % channels == 0 && x.len() / channels >= 2,
+            bias.len() == channels && x.len().is_multiple_of(channels) && x.len() / channels >= 2,
             "batch norm of {} values over {channels} channels",
             x.len()
         );
