@@ -332,8 +332,7 @@ pub struct SliceBatchNorm {
 
 /// What [`SliceBatchNorm::backward`] returns.
 pub struct SliceBatchNormGrads {
-    /// Gradient w.r.t. the input, when asked for.
-    pub x: Option<Vec<f32>>,
+    pub x: Vec<f32>,
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
 }
@@ -372,24 +371,21 @@ impl SliceBatchNorm {
         &self.var
     }
 
-    /// Gradients given the forward's `x` and `y` and the output gradient `dy` (one length);
-    /// `x`'s only when `want_x`.
+    /// Gradients given the forward's `x` and `y` and the output gradient `dy` (one length).
     pub fn backward(
         &self,
         x: &[f32],
         y: &[f32],
         dy: &[f32],
         weight: &[f32],
-        want_x: bool,
     ) -> SliceBatchNormGrads {
         assert!(
             y.len() == x.len() && dy.len() == x.len(),
             "batch norm backward sizes"
         );
         let (sum_g, sum_gx) = self.norm.grad_sums(x, y, dy);
-        let dx = want_x.then(|| self.norm.grad_input([x, y, dy], weight, (&sum_g, &sum_gx)));
         SliceBatchNormGrads {
-            x: dx,
+            x: self.norm.grad_input([x, y, dy], weight, (&sum_g, &sum_gx)),
             weight: sum_gx,
             bias: sum_g,
         }

@@ -49,10 +49,12 @@ pub(crate) struct StageTape {
 }
 
 impl ConvBn {
-    /// The BatchNorm's trainable `weight` and `bias`.
-    fn bn_params(&self) -> Result<(&Tensor, &Tensor)> {
+    /// The train-mode BatchNorm, with its `weight` and `bias`.
+    fn trainable_bn(&self) -> Result<(&BatchNorm, &Tensor, &Tensor)> {
         match &self.norm {
-            Norm::Separate(BatchNorm::Trainable { weight, bias, .. }) => Ok((weight, bias)),
+            Norm::Separate(bn @ BatchNorm::Trainable { weight, bias, .. }) => {
+                Ok((bn, weight, bias))
+            }
             _ => candle_core::bail!("a train-mode forward needs trainable BatchNorms"),
         }
     }
@@ -76,7 +78,7 @@ impl ConvBn {
             ))
         })?;
         let z = dfd_ops::with_f32(weight, |w| cpu::conv_forward(&shape, &x.values, w))?;
-        let (bn_weight, bn_bias) = self.bn_params()?;
+        let (bn, bn_weight, bn_bias) = self.trainable_bn()?;
         let (norm, y) = SliceBatchNorm::forward(
             &z,
             &bn_weight.to_vec1::<f32>()?,
@@ -84,9 +86,6 @@ impl ConvBn {
             BN_EPS,
             relu,
         );
-        let Norm::Separate(bn) = &self.norm else {
-            unreachable!("bn_params checked the BatchNorm")
-        };
         let stats = |v: &[f32]| Tensor::new(v, weight.device());
         bn.update_running_stats(
             &stats(norm.mean())?,
@@ -115,15 +114,11 @@ impl ConvBn {
         want_dx: bool,
         grads: &mut GradStore,
     ) -> Result<Option<Vec<f32>>> {
-        let (bn_weight, bn_bias) = self.bn_params()?;
-        let bn = tape.norm.backward(
-            &tape.z,
-            &tape.y.values,
-            dy,
-            &bn_weight.to_vec1::<f32>()?,
-            true,
-        );
-        let dz = bn.x.expect("the input gradient was asked for");
+        let (_, bn_weight, bn_bias) = self.trainable_bn()?;
+        let bn = tape
+            .norm
+            .backward(&tape.z, &tape.y.values, dy, &bn_weight.to_vec1::<f32>()?);
+        let dz = bn.x;
         insert(grads, bn_weight, bn.weight)?;
         insert(grads, bn_bias, bn.bias)?;
         let weight = &self.conv.weight;
@@ -135,6 +130,19 @@ impl ConvBn {
         want_dx
             .then(|| dfd_ops::with_f32(weight, |w| cpu::conv_backward_input(&tape.shape, &dz, w)))
             .transpose()
+    }
+
+    /// [`ConvBn::backward_tape`] with the input's gradient, for a unit whose input `x` is an
+    /// activation of the block.
+    fn input_grad(
+        &self,
+        tape: &UnitTape,
+        x: &Activation,
+        dy: &[f32],
+        grads: &mut GradStore,
+    ) -> Result<Vec<f32>> {
+        let dx = self.backward_tape(tape, &x.values, dy, true, grads)?;
+        Ok(dx.expect("the input gradient was asked for"))
     }
 }
 
@@ -184,24 +192,12 @@ impl Bottleneck {
             d_out,
             |y, d| if y > 0.0 { d } else { 0.0 },
         );
-        let inner = |unit: &ConvBn, t: &UnitTape, x: &[f32], dy: &[f32], grads: &mut GradStore| {
-            let dx = unit.backward_tape(t, x, dy, true, grads)?;
-            Ok::<_, candle_core::Error>(dx.expect("the input gradient was asked for"))
-        };
-        let d = inner(
-            &self.expand,
-            &tape.expand,
-            &tape.grouped.y.values,
-            &g,
-            grads,
-        )?;
-        let d = inner(
-            &self.grouped,
-            &tape.grouped,
-            &tape.reduce.y.values,
-            &d,
-            grads,
-        )?;
+        let d = self
+            .expand
+            .input_grad(&tape.expand, &tape.grouped.y, &g, grads)?;
+        let d = self
+            .grouped
+            .input_grad(&tape.grouped, &tape.reduce.y, &d, grads)?;
         let main = self
             .reduce
             .backward_tape(&tape.reduce, x, &d, want_dx, grads)?;
