@@ -356,11 +356,7 @@ impl Network {
         match cut {
             Cut::Stem => {
                 let y = self.stem.forward_t(x, train, true)?;
-                // Max-pool 3×3/2 with padding 1: zero padding is exact because y ≥ 0 after ReLU
-                // and every window holds at least one real value.
-                y.pad_with_zeros(2, 1, 1)?
-                    .pad_with_zeros(3, 1, 1)?
-                    .max_pool2d_with_stride(3, 2)
+                dfd_ops::max_pool2d(&y, 3, 2, 1)
             }
             Cut::Pooled => global_avg_pool(x),
             Cut::Logits => self.fc.forward(x),

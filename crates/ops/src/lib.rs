@@ -26,6 +26,7 @@ mod kernels;
 mod linear;
 mod matmul;
 mod op;
+mod pool;
 mod scratch;
 mod storage;
 
@@ -34,14 +35,15 @@ use candle_core::{Result, Tensor};
 use geometry::ConvGeom;
 pub use host::{update_f32, with_f32};
 pub use linear::linear;
+pub use pool::max_pool2d;
 use storage::all_cpu_f32;
 
 /// 2-D convolution of `x` (N×C_in×H×W) with `w` (C_out×C_in/groups×kh×kw), dilation 1.
 ///
 /// Same result as `x.conv2d(w, padding, stride, 1, groups)`, and differentiable. CPU f32
-/// convolutions with 1×1 or 3×3 kernels (any stride, padding and groups) take the fast GEMM path;
-/// everything else (other kernel sizes such as the 7×7 stem, other dtypes, other devices) runs
-/// candle's own `conv2d`. Non-contiguous inputs are made contiguous first.
+/// convolutions with 1×1, 3×3 or 7×7 (the stem) kernels (any stride, padding and groups) take the
+/// fast GEMM path; everything else (other kernel sizes, dtypes, devices) runs candle's own
+/// `conv2d`. Non-contiguous inputs are made contiguous first.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -150,7 +152,7 @@ fn fast_path(
         return None;
     }
     let wd = w.dims4().ok()?;
-    if !matches!((wd.2, wd.3), (1, 1) | (3, 3)) {
+    if !matches!((wd.2, wd.3), (1, 1) | (3, 3) | (7, 7)) {
         return None;
     }
     ConvGeom::new(x_nchw, wd, stride, padding, groups)

@@ -157,13 +157,22 @@ fn non_contiguous_input() -> Result<()> {
 }
 
 #[test]
+fn stem_7x7_stride_2() -> Result<()> {
+    check(Case {
+        pad: 3,
+        ..case(2, 3, 8, (17, 17), 7, 2, 1)
+    })?;
+    check(Case {
+        pad: 3,
+        ..case(1, 3, 8, (21, 23), 7, 2, 1)
+    })
+}
+
+#[test]
 fn other_kernels_fall_back_to_candle() -> Result<()> {
     let base = Var::from_tensor(&tensor(&[2, 3, 17, 17], 1)?)?;
     check_with_view(
-        Case {
-            pad: 3,
-            ..case(2, 3, 8, (17, 17), 7, 2, 1)
-        },
+        case(2, 3, 8, (17, 17), 5, 2, 1),
         &base,
         |t| Ok(t.clone()),
         false,
@@ -193,7 +202,7 @@ fn frozen_input_gets_no_gradient_but_weight_does() -> Result<()> {
 }
 
 /// `conv2d_bias_relu` against candle's conv2d + broadcast bias (+ ReLU): fused on plain tensors
-/// (under 1–3 threads, one- and several-image blocks, grouped, strided and 7×7 fallback shapes),
+/// (under 1–3 threads, one- and several-image blocks, grouped, strided and 7×7 stem shapes),
 /// and, with a variable input, the differentiable composition with candle's input gradient.
 #[test]
 fn bias_relu_epilogue_matches_candle() -> Result<()> {
