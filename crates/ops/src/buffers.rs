@@ -37,6 +37,35 @@ where
     v
 }
 
+/// A vector of `len` values that `fill` writes into uninitialised slots.
+///
+/// # Safety
+/// `fill` must write every slot. (Debug builds fill the slots with NaN first, so a slot a kernel
+/// forgets shows up in tests instead of as leftover memory.)
+pub(crate) unsafe fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    let slots = &mut v.spare_capacity_mut()[..len];
+    if cfg!(debug_assertions) {
+        slots.iter_mut().for_each(|s| {
+            s.write(f32::NAN);
+        });
+    }
+    fill(slots);
+    // SAFETY: the caller guarantees `fill` wrote all `len` slots.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The values of `slots` once every one of them has been written.
+///
+/// # Safety
+/// Every slot must be initialised.
+pub(crate) unsafe fn assume_init(slots: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the caller guarantees every slot holds
+    // an initialised value.
+    unsafe { std::slice::from_raw_parts_mut(slots.as_mut_ptr().cast(), slots.len()) }
+}
+
 /// Writes `values` into `slots` from the start; returns how many were written.
 fn write_all(slots: &mut [MaybeUninit<f32>], values: impl Iterator<Item = f32>) -> usize {
     slots

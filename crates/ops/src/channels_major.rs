@@ -6,6 +6,7 @@
 //! the next channel's. Only the im2col matrix is built. Work is split by group (each group writes
 //! its own region); within a group, runs of images make one GEMM each.
 
+use crate::buffers::assume_init;
 use crate::columns::{col2im_image, im2col_image};
 use crate::geometry::ConvGeom;
 use crate::kernels::{group_weight, Epilogue};
@@ -13,6 +14,7 @@ use crate::matmul::{matmul, MatMut, MatRef};
 use crate::scratch::with_scratch;
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Aim for at least this many GEMM columns (output pixels) per run of images.
 const TARGET_COLS: usize = 512;
@@ -25,7 +27,7 @@ fn run_len(g: &ConvGeom) -> usize {
 /// Runs `f(group, region)` on each group's `len`-value region of `data`: in parallel with
 /// single-threaded GEMMs when there are enough groups for every thread, else one group after
 /// another with multi-threaded GEMMs.
-fn per_group(data: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32], Parallelism) + Sync) {
+fn per_group<T: Send>(data: &mut [T], len: usize, f: impl Fn(usize, &mut [T], Parallelism) + Sync) {
     let threads = rayon::current_num_threads().max(1);
     if data.len() / len >= threads {
         data.par_chunks_mut(len)
@@ -61,18 +63,26 @@ fn runs(g: &ConvGeom) -> impl Iterator<Item = (usize, usize)> + '_ {
     (0..g.n).step_by(len).map(move |n0| (n0, len.min(g.n - n0)))
 }
 
-/// `y = epilogue(conv(x, w))` with channels-major `x`, `y` and OIHW `w`.
-pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], epilogue: Epilogue, y: &mut [f32]) {
+/// `y = epilogue(conv(x, w))` with channels-major `x`, `y` and OIHW `w`, writing every slot of
+/// `y`.
+pub(crate) fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    epilogue: Epilogue,
+    y: &mut [MaybeUninit<f32>],
+) {
     let (np, cout_g) = (g.n * g.p(), g.cout_g());
     per_group(y, cout_g * np, |group, yg, par| {
         with_scratch(g.k() * run_len(g) * g.p(), |buf| {
             for (n0, imgs) in runs(g) {
                 let cols = columns(g, x, group, n0, imgs, buf);
-                let out = MatMut::rows(&mut yg[n0 * g.p()..], cout_g, imgs * g.p(), np);
+                let out = MatMut::uninit(&mut yg[n0 * g.p()..], cout_g, imgs * g.p(), np);
                 matmul(out, false, group_weight(g, w, group), cols, par);
             }
         });
-        epilogue.apply(yg, group * cout_g, np);
+        // SAFETY: the runs cover every image, so the GEMMs wrote all `cout_g` rows of `np`.
+        epilogue.apply(unsafe { assume_init(yg) }, group * cout_g, np);
     });
 }
 

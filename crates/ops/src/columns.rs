@@ -6,6 +6,7 @@
 
 use crate::geometry::{valid_range, ConvGeom};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Images whose im2col matrix holds at least this many values are moved by several rayon tasks
 /// (one per run of channel planes) when the caller is not itself a rayon task: a GEMM block of one
@@ -92,9 +93,17 @@ pub(crate) fn copy_planes_to_rows(src: &[f32], p: usize, dst: &mut [f32], cols: 
 
 /// Copies columns `c0 .. c0+p` of successive rows of `src` (row stride `cols`) into consecutive
 /// planes of `p` values of `dst`: the inverse of [`copy_planes_to_rows`].
-pub(crate) fn copy_rows_to_planes(src: &[f32], cols: usize, c0: usize, dst: &mut [f32], p: usize) {
+pub(crate) fn copy_rows_to_planes(
+    src: &[f32],
+    cols: usize,
+    c0: usize,
+    dst: &mut [MaybeUninit<f32>],
+    p: usize,
+) {
     for (row, plane) in src.chunks(cols).zip(dst.chunks_exact_mut(p)) {
-        plane.copy_from_slice(&row[c0..c0 + p]);
+        for (d, &v) in plane.iter_mut().zip(&row[c0..c0 + p]) {
+            d.write(v);
+        }
     }
 }
 

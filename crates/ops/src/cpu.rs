@@ -4,7 +4,7 @@
 //!
 //! Every function panics when a slice's length disagrees with the shape it is given.
 
-use crate::buffers::zeros;
+use crate::buffers::{written, zeros};
 use crate::geometry::ConvGeom;
 use crate::kernels::{self, Epilogue};
 
@@ -45,9 +45,12 @@ impl ConvShape {
 
 /// `y = conv(x, w)`.
 pub fn conv_forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let mut y = zeros(s.0.y_len());
-    kernels::forward(&s.0, x, w, Epilogue::NONE, &mut y);
-    y
+    // SAFETY: `kernels::forward` writes every slot of its output.
+    unsafe {
+        written(s.0.y_len(), |y| {
+            kernels::forward(&s.0, x, w, Epilogue::NONE, y)
+        })
+    }
 }
 
 /// The gradient w.r.t. the input, given the output gradient `dy` and the weight `w`.

@@ -6,6 +6,7 @@
 //! GEMMs stay wide; blocks run in parallel with single-threaded GEMMs, or, when there are too few
 //! blocks to feed every thread, one after another with multi-threaded GEMMs.
 
+use crate::buffers::assume_init;
 use crate::channels_major;
 use crate::columns::{col2im_image, copy_planes_to_rows, copy_rows_to_planes, im2col_image};
 use crate::geometry::ConvGeom;
@@ -14,6 +15,7 @@ use crate::scratch::with_scratch;
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 /// Aim for at least this many GEMM columns (output pixels) per block.
 const TARGET_COLS: usize = 256;
@@ -80,19 +82,19 @@ impl Plan {
 }
 
 /// An output slice that parallel tasks write through, each into regions no other task touches.
-struct Shared<'a> {
-    ptr: *mut f32,
+struct Shared<'a, T> {
+    ptr: *mut T,
     len: usize,
-    _borrow: PhantomData<&'a mut [f32]>,
+    _borrow: PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: `Shared` only hands out sub-slices through `region`, whose contract makes concurrent
 // users touch disjoint memory.
-unsafe impl Send for Shared<'_> {}
-unsafe impl Sync for Shared<'_> {}
+unsafe impl<T: Send> Send for Shared<'_, T> {}
+unsafe impl<T: Send> Sync for Shared<'_, T> {}
 
-impl<'a> Shared<'a> {
-    fn new(data: &'a mut [f32]) -> Self {
+impl<'a, T> Shared<'a, T> {
+    fn new(data: &'a mut [T]) -> Self {
         Shared {
             ptr: data.as_mut_ptr(),
             len: data.len(),
@@ -105,7 +107,7 @@ impl<'a> Shared<'a> {
     /// # Safety
     /// No other live slice obtained from this `Shared` may overlap the range.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn region(&self, start: usize, len: usize) -> &mut [f32] {
+    unsafe fn region(&self, start: usize, len: usize) -> &mut [T] {
         assert!(
             start + len <= self.len,
             "region {start}+{len} outside {}",
@@ -222,9 +224,15 @@ impl Epilogue<'_> {
     }
 }
 
-/// `y = epilogue(conv(x, w))`. Slices are contiguous NCHW `x`, OIHW `w`, NCHW `y` of `g`'s sizes;
-/// a bias holds `cout` values.
-pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], epilogue: Epilogue, y: &mut [f32]) {
+/// `y = epilogue(conv(x, w))`, writing every slot of `y`. Slices are contiguous NCHW `x`, OIHW
+/// `w`, NCHW `y` of `g`'s sizes; a bias holds `cout` values.
+pub(crate) fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    epilogue: Epilogue,
+    y: &mut [MaybeUninit<f32>],
+) {
     assert_eq!(
         (x.len(), w.len(), y.len()),
         (g.x_len(), g.w_len(), g.y_len()),
@@ -258,8 +266,9 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], epilogue: Epilogue, y:
             let c0 = b.group * cout_g;
             if b.imgs == 1 {
                 let out = region(0);
-                matmul(MatMut::rows(out, cout_g, cols, p), false, lhs, rhs, par);
-                epilogue.apply(out, c0, p);
+                matmul(MatMut::uninit(out, cout_g, cols, p), false, lhs, rhs, par);
+                // SAFETY: the GEMM wrote the whole region (`cout_g` rows of `p` = `cols`).
+                epilogue.apply(unsafe { assume_init(out) }, c0, p);
             } else {
                 matmul(
                     MatMut::rows(out_buf, cout_g, cols, cols),
@@ -271,7 +280,8 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], epilogue: Epilogue, y:
                 for i in 0..b.imgs {
                     let out = region(i);
                     copy_rows_to_planes(out_buf, cols, i * p, out, p);
-                    epilogue.apply(out, c0, p);
+                    // SAFETY: the copy wrote the whole region (`cout_g` planes of `p`).
+                    epilogue.apply(unsafe { assume_init(out) }, c0, p);
                 }
             }
         })

@@ -1,6 +1,8 @@
 //! A thin, bounds-checked wrapper around `gemm::gemm` for row/column-strided f32 matrices.
 
 use gemm::{gemm, Parallelism};
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 /// A read-only `rows×cols` matrix inside a slice: element `(r, c)` is `data[r·rs + c·cs]`.
 #[derive(Clone, Copy)]
@@ -49,31 +51,65 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// A writable row-major `rows×cols` matrix with row stride `rs` at the start of a slice.
+/// A writable row-major `rows×cols` matrix with row stride `rs` at the start of a slice, whose
+/// values may be uninitialised (then it can only be overwritten, not accumulated into).
 pub(crate) struct MatMut<'a> {
-    data: &'a mut [f32],
+    ptr: *mut f32,
     rows: usize,
     cols: usize,
     rs: usize,
+    initialised: bool,
+    _borrow: PhantomData<&'a mut [f32]>,
 }
 
 impl<'a> MatMut<'a> {
     /// Panics when the matrix does not fit in `data`.
     pub fn rows(data: &'a mut [f32], rows: usize, cols: usize, rs: usize) -> Self {
-        let fits = rows == 0 || cols == 0 || (rows - 1) * rs + cols <= data.len();
+        Self::new(data.as_mut_ptr(), data.len(), (rows, cols, rs), true)
+    }
+
+    /// [`MatMut::rows`] over slots that may not be initialised yet.
+    pub fn uninit(data: &'a mut [MaybeUninit<f32>], rows: usize, cols: usize, rs: usize) -> Self {
+        Self::new(
+            data.as_mut_ptr().cast(),
+            data.len(),
+            (rows, cols, rs),
+            false,
+        )
+    }
+
+    fn new(
+        ptr: *mut f32,
+        len: usize,
+        (rows, cols, rs): (usize, usize, usize),
+        initialised: bool,
+    ) -> Self {
+        let fits = rows == 0 || cols == 0 || (rows - 1) * rs + cols <= len;
         assert!(fits, "matrix {rows}x{cols} (rs {rs}) outside slice");
         MatMut {
-            data,
+            ptr,
             rows,
             cols,
             rs,
+            initialised,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Sets every element to 0.
+    fn fill_zero(&mut self) {
+        for r in 0..self.rows {
+            // SAFETY: row `r` lies inside the borrowed slice (checked in `new`); writing through
+            // the pointer initialises it.
+            unsafe { std::ptr::write_bytes(self.ptr.add(r * self.rs), 0, self.cols) };
         }
     }
 }
 
-/// `dst = a·b`, or `dst += a·b` when `accumulate`. Panics on mismatched sizes.
+/// `dst = a·b`, or `dst += a·b` when `accumulate`: afterwards every element of `dst` is
+/// initialised. Panics on mismatched sizes, or when accumulating into an uninitialised `dst`.
 pub(crate) fn matmul(
-    dst: MatMut<'_>,
+    mut dst: MatMut<'_>,
     accumulate: bool,
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -89,27 +125,30 @@ pub(crate) fn matmul(
         b.rows,
         b.cols
     );
+    assert!(
+        dst.initialised || !accumulate,
+        "accumulating into an uninitialised matrix"
+    );
     let k = a.cols;
     if dst.rows == 0 || dst.cols == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            for r in 0..dst.rows {
-                dst.data[r * dst.rs..][..dst.cols].fill(0.0);
-            }
+            dst.fill_zero();
         }
         return;
     }
     // SAFETY: the constructors checked that every element addressed through (rows, cols, rs, cs)
     // lies inside its slice, the sizes agree (asserted above), and `dst` is borrowed mutably so it
-    // cannot alias `a` or `b`.
+    // cannot alias `a` or `b`. Without `accumulate` gemm only writes `dst` (never reads it), so
+    // uninitialised slots are fine.
     unsafe {
         gemm(
             dst.rows,
             dst.cols,
             k,
-            dst.data.as_mut_ptr(),
+            dst.ptr,
             1,
             dst.rs as isize,
             accumulate,
@@ -150,5 +189,33 @@ mod tests {
         // a·b = [[1-1+... ]]: row0·col0 = 1·1+2·0.5+3·(-1) = -1; row0·col1 = 2+0+3 = 5
         // row1·col0 = 4+2.5-6 = 0.5; row1·col1 = 8+0+6 = 14
         assert_eq!(d, [9.0, 15.0, 10.5, 24.0]);
+    }
+
+    #[test]
+    fn uninitialised_destinations_are_overwritten_and_never_accumulated_into() {
+        let (a, b) = ([1.0, 2.0, 3.0, 4.0], [1.0, 0.0, 0.0, 1.0]);
+        let mut d = [std::mem::MaybeUninit::<f32>::uninit(); 4];
+        let (a, b) = (MatRef::rows(&a, 2, 2, 2), MatRef::rows(&b, 2, 2, 2));
+        matmul(
+            MatMut::uninit(&mut d, 2, 2, 2),
+            false,
+            a,
+            b,
+            Parallelism::None,
+        );
+        // SAFETY: the product wrote all four elements.
+        let d = d.map(|v| unsafe { v.assume_init() });
+        assert_eq!(d, [1.0, 2.0, 3.0, 4.0]);
+        let mut u = [std::mem::MaybeUninit::<f32>::uninit(); 4];
+        let accumulate = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            matmul(
+                MatMut::uninit(&mut u, 2, 2, 2),
+                true,
+                a,
+                b,
+                Parallelism::None,
+            )
+        }));
+        assert!(accumulate.is_err());
     }
 }

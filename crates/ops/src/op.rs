@@ -1,6 +1,6 @@
 //! The GEMM convolution as candle custom ops: forward with backward, and the two backward halves.
 
-use crate::buffers::zeros;
+use crate::buffers::{written, zeros};
 use crate::geometry::ConvGeom;
 use crate::kernels::{self, Epilogue};
 use crate::storage::f32_data;
@@ -37,8 +37,8 @@ impl CustomOp2 for GemmConv {
         let g = &self.0;
         let x = f32_data(s1, l1, g.x_len(), "input")?;
         let w = f32_data(s2, l2, g.w_len(), "weight")?;
-        let mut y = zeros(g.y_len());
-        kernels::forward(g, x, w, Epilogue::NONE, &mut y);
+        // SAFETY: `kernels::forward` writes every slot of its output.
+        let y = unsafe { written(g.y_len(), |y| kernels::forward(g, x, w, Epilogue::NONE, y)) };
         Ok((CpuStorage::F32(y), Shape::from(g.y_dims())))
     }
 
@@ -86,8 +86,8 @@ impl CustomOp3 for GemmConvBiasRelu {
             bias: Some(bias),
             relu: self.relu,
         };
-        let mut y = zeros(g.y_len());
-        kernels::forward(g, x, w, epilogue, &mut y);
+        // SAFETY: `kernels::forward` writes every slot of its output.
+        let y = unsafe { written(g.y_len(), |y| kernels::forward(g, x, w, epilogue, y)) };
         Ok((CpuStorage::F32(y), Shape::from(g.y_dims())))
     }
 }

@@ -58,6 +58,33 @@ impl MaxPool {
         let start = o * self.stride;
         start.saturating_sub(self.padding)..(start + self.kernel - self.padding).min(len)
     }
+
+    /// One H×W plane pooled to Ho×Wo: the maximum over each row's column windows first, then over
+    /// each output row's window of those rows (a vectorised pass).
+    fn plane(&self, plane: &[f32]) -> Vec<f32> {
+        let ((h, w), (ho, wo)) = (self.input, self.output);
+        let mut across = Vec::with_capacity(h * wo);
+        for row in plane.chunks_exact(w) {
+            across.extend((0..wo).map(|ox| max(&row[self.window(ox, w)])));
+        }
+        let mut out = vec![f32::NEG_INFINITY; ho * wo];
+        for (oy, out_row) in out.chunks_exact_mut(wo).enumerate() {
+            for row in across
+                .chunks_exact(wo)
+                .take(self.window(oy, h).end)
+                .skip(self.window(oy, h).start)
+            {
+                for (o, &v) in out_row.iter_mut().zip(row) {
+                    *o = o.max(v);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn max(values: &[f32]) -> f32 {
+    values.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 impl CustomOp1 for MaxPool {
@@ -69,16 +96,7 @@ impl CustomOp1 for MaxPool {
         let ((h, w), (ho, wo)) = (self.input, self.output);
         let x = f32_data(s, l, self.planes * h * w, "input")?;
         let y = par_collect(self.planes * ho * wo, ho * wo, |i| {
-            let plane = &x[i * h * w..(i + 1) * h * w];
-            (0..ho).flat_map(move |oy| {
-                let rows = self.window(oy, h);
-                (0..wo).map(move |ox| {
-                    let cols = self.window(ox, w);
-                    rows.clone()
-                        .flat_map(|iy| &plane[iy * w + cols.start..iy * w + cols.end])
-                        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
-                })
-            })
+            self.plane(&x[i * h * w..(i + 1) * h * w]).into_iter()
         });
         let dims = l.dims();
         Ok((CpuStorage::F32(y), Shape::from((dims[0], dims[1], ho, wo))))
