@@ -180,9 +180,10 @@ impl Head {
     /// [`TrainForward::backward`] for the gradients.
     ///
     /// On the CPU in f32, `FinetuneLayer4` runs layer4 outside candle's graph: its forward keeps
-    /// what the backward needs and `backward` computes layer4's gradients itself (the same values,
-    /// without the zeroed buffer and extra pass candle's autograd spends on every node). Other
-    /// heads and devices build candle's graph as `forward_t_with` does.
+    /// what the backward needs and `backward` computes layer4's gradients itself (the same values
+    /// up to the order of float sums, without the zeroed buffer and extra pass candle's autograd
+    /// spends on every node). Other heads and devices build candle's graph as `forward_t_with`
+    /// does. The dropout mask is drawn from `rng` exactly as `forward_t_with` draws it.
     pub fn forward_train(
         &self,
         x: &Tensor,
