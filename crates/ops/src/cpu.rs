@@ -5,19 +5,20 @@
 //! Every function panics when a slice's length disagrees with the shape it is given.
 
 use crate::buffers::{written, zeros};
-use crate::geometry::ConvGeom;
+use crate::geometry::{gemm_kernel, ConvGeom};
 use crate::kernels::{self, Epilogue};
 
 pub use crate::batchnorm::{zip_map, SliceBatchNorm, SliceBatchNormGrads};
+pub use crate::storage::all_cpu_f32;
 
 /// The sizes of one convolution on channels-major activations (OIHW weight, dilation 1), for a
-/// kernel the GEMM path takes (1×1 or 3×3).
+/// kernel the GEMM path takes (1×1, 3×3 or 7×7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape(ConvGeom);
 
 impl ConvShape {
     /// The convolution of `x` (C_in×N×H×W) with a `w` of dims C_out×C_in/groups×k×k; `None` when
-    /// the sizes disagree or the kernel is not 1×1 or 3×3.
+    /// the sizes disagree or the kernel is not one the GEMM kernels take (1×1, 3×3, 7×7).
     pub fn channels_major(
         x: (usize, usize, usize, usize),
         w: (usize, usize, usize, usize),
@@ -26,7 +27,7 @@ impl ConvShape {
         groups: usize,
     ) -> Option<Self> {
         let (c, n, h, wd) = x;
-        if !matches!((w.2, w.3), (1, 1) | (3, 3)) {
+        if !gemm_kernel(w.2, w.3) {
             return None;
         }
         ConvGeom::new((n, c, h, wd), w, stride, padding, groups)
@@ -36,10 +37,6 @@ impl ConvShape {
     /// Output dims, C_out×N×H_out×W_out.
     pub fn y_dims(&self) -> (usize, usize, usize, usize) {
         self.0.y_dims()
-    }
-
-    pub fn y_len(&self) -> usize {
-        self.0.y_len()
     }
 }
 

@@ -21,6 +21,11 @@ pub(crate) struct ConvGeom {
     pub channels_major: bool,
 }
 
+/// Whether the GEMM kernels take a `kh×kw` kernel: 1×1, 3×3 and the stem's 7×7.
+pub(crate) fn gemm_kernel(kh: usize, kw: usize) -> bool {
+    matches!((kh, kw), (1, 1) | (3, 3) | (7, 7))
+}
+
 impl ConvGeom {
     /// Geometry of `x` (`n×cin×h×w`) convolved with `w` (`cout×cin/groups×kh×kw`), or `None` when
     /// the shapes are inconsistent or the output would be empty.

@@ -152,7 +152,7 @@ fn fast_path(
         return None;
     }
     let wd = w.dims4().ok()?;
-    if !matches!((wd.2, wd.3), (1, 1) | (3, 3) | (7, 7)) {
+    if !geometry::gemm_kernel(wd.2, wd.3) {
         return None;
     }
     ConvGeom::new(x_nchw, wd, stride, padding, groups)

@@ -1,4 +1,4 @@
-//! Max-pooling (the stem's 3×3/2) as one parallel pass: candle pads by copying the whole tensor
+//! Max-pooling (the stem's 3×3/2) in parallel over planes: candle pads by copying the whole tensor
 //! twice and then pools it on one thread, which cost about a third of the stem.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
@@ -9,7 +9,7 @@ use crate::storage::{all_cpu_f32, f32_data};
 /// PyTorch's `max_pool2d(x, kernel, stride, padding)` over an N×C×H×W `x`: padded positions never
 /// win. Needs `padding ≤ kernel / 2` (as PyTorch does).
 ///
-/// A CPU f32 tensor that asks for no gradient takes one parallel pass; anything else is candle's
+/// A CPU f32 tensor that asks for no gradient is pooled in parallel over its planes; anything else is candle's
 /// `max_pool2d_with_stride` over the input padded with copies of its edges, which gives the same
 /// maxima (each window that reaches into the padding also holds the edge value copied there) and
 /// is differentiable where candle's is (kernel = stride).

@@ -5,7 +5,7 @@ use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
 
 /// Whether every tensor is f32 on the CPU: the only case the custom kernels handle (anything else
 /// runs candle's own ops).
-pub(crate) fn all_cpu_f32(tensors: &[&Tensor]) -> bool {
+pub fn all_cpu_f32(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)

@@ -11,7 +11,7 @@
 //! statistics are updated the same way.
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use dfd_ops::cpu::{self, ConvShape, SliceBatchNorm};
 
 use super::{Bottleneck, ConvBn, Norm, Stage};
@@ -217,8 +217,9 @@ impl Stage {
     /// and kept for [`StageTape::backward`]; `None` (nothing run) unless `x` and every parameter
     /// are f32 CPU tensors.
     pub(crate) fn forward_tape(&self, x: &Tensor) -> Result<Option<StageTape>> {
-        let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-        if !(cpu_f32(x) && self.parameters().iter().all(cpu_f32)) {
+        let params = self.parameters();
+        let tensors: Vec<&Tensor> = std::iter::once(x).chain(&params).collect();
+        if !cpu::all_cpu_f32(&tensors) {
             return Ok(None);
         }
         let x = x.permute((1, 0, 2, 3))?.contiguous()?;
