@@ -66,6 +66,15 @@ pub(crate) unsafe fn assume_init(slots: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(slots.as_mut_ptr().cast(), slots.len()) }
 }
 
+/// Sets every slot to 0 and returns them as values.
+pub(crate) fn zeroed(slots: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    slots.iter_mut().for_each(|s| {
+        s.write(0.0);
+    });
+    // SAFETY: every slot was just written.
+    unsafe { assume_init(slots) }
+}
+
 /// Writes `values` into `slots` from the start; returns how many were written.
 fn write_all(slots: &mut [MaybeUninit<f32>], values: impl Iterator<Item = f32>) -> usize {
     slots

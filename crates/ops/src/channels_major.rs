@@ -6,7 +6,7 @@
 //! the next channel's. Only the im2col matrix is built. Work is split by group (each group writes
 //! its own region); within a group, runs of images make one GEMM each.
 
-use crate::buffers::assume_init;
+use crate::buffers::{assume_init, zeroed};
 use crate::columns::{col2im_image, im2col_image};
 use crate::geometry::ConvGeom;
 use crate::kernels::{group_weight, Epilogue};
@@ -86,11 +86,12 @@ pub(crate) fn forward(
     });
 }
 
-/// `dx` = gradient w.r.t. the channels-major input, given `dy` and `w`.
-pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+/// `dx` = gradient w.r.t. the channels-major input, given `dy` and `w`, writing every slot of
+/// `dx`.
+pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit<f32>]) {
     let (np, hw, p) = (g.n * g.p(), g.hw(), g.p());
     per_group(dx, g.cin_g() * g.plane_stride(), |group, dxg, par| {
-        dxg.fill(0.0);
+        let dxg = zeroed(dxg);
         let dyg = &dy[group * g.cout_g() * np..];
         with_scratch(g.k() * run_len(g) * p, |buf| {
             for (n0, imgs) in runs(g) {

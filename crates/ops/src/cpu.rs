@@ -52,9 +52,8 @@ pub fn conv_forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
 
 /// The gradient w.r.t. the input, given the output gradient `dy` and the weight `w`.
 pub fn conv_backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    let mut dx = zeros(s.0.x_len());
-    kernels::backward_input(&s.0, dy, w, &mut dx);
-    dx
+    // SAFETY: `kernels::backward_input` writes every slot of its output.
+    unsafe { written(s.0.x_len(), |dx| kernels::backward_input(&s.0, dy, w, dx)) }
 }
 
 /// The gradient w.r.t. the weight, given the input `x` and the output gradient `dy`.

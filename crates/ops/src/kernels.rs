@@ -6,7 +6,7 @@
 //! GEMMs stay wide; blocks run in parallel with single-threaded GEMMs, or, when there are too few
 //! blocks to feed every thread, one after another with multi-threaded GEMMs.
 
-use crate::buffers::assume_init;
+use crate::buffers::{assume_init, zeroed};
 use crate::channels_major;
 use crate::columns::{col2im_image, copy_planes_to_rows, copy_rows_to_planes, im2col_image};
 use crate::geometry::ConvGeom;
@@ -288,8 +288,9 @@ pub(crate) fn forward(
     });
 }
 
-/// `dx` = gradient w.r.t. the input, given `dy` (NCHW, output sizes) and `w`.
-pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+/// `dx` = gradient w.r.t. the input, given `dy` (NCHW, output sizes) and `w`, writing every slot
+/// of `dx`.
+pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit<f32>]) {
     assert_eq!(
         (dy.len(), w.len(), dx.len()),
         (g.y_len(), g.w_len(), g.x_len()),
@@ -319,7 +320,7 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
             let lhs = group_weight(g, w, b.group).t();
             if direct {
                 matmul(
-                    MatMut::rows(region(0), cin_g, cols, p),
+                    MatMut::uninit(region(0), cin_g, cols, p),
                     false,
                     lhs,
                     rhs,
@@ -334,9 +335,7 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
                     par,
                 );
                 for i in 0..b.imgs {
-                    let dxg = region(i);
-                    dxg.fill(0.0);
-                    col2im_image(g, col_buf, cols, i * p, dxg);
+                    col2im_image(g, col_buf, cols, i * p, zeroed(region(i)));
                 }
             }
         })

@@ -107,8 +107,8 @@ impl CustomOp2 for GemmConvBackwardInput {
         let g = &self.0;
         let dy = f32_data(s1, l1, g.y_len(), "output gradient")?;
         let w = f32_data(s2, l2, g.w_len(), "weight")?;
-        let mut dx = zeros(g.x_len());
-        kernels::backward_input(g, dy, w, &mut dx);
+        // SAFETY: `kernels::backward_input` writes every slot of its output.
+        let dx = unsafe { written(g.x_len(), |dx| kernels::backward_input(g, dy, w, dx)) };
         Ok((CpuStorage::F32(dx), Shape::from(g.x_dims())))
     }
 }
