@@ -3,10 +3,11 @@
 use anyhow::{bail, Context, Result};
 use dfd_layout::cli::{mark_done, progress, Context as StageContext};
 use dfd_layout::config::PipelineConfig;
-use dfd_layout::manifest::read_manifest;
+use dfd_layout::manifest::{read_manifest, ManifestRow};
 use dfd_layout::runlog::{self, LogRecord};
 use dfd_layout::{backbone_key, FoldDir, Split};
 use dfd_metrics::{BinaryReport, BootstrapConfig};
+use dfd_model::Score;
 use serde_json::json;
 
 use crate::features::{load_head, TestFeatures};
@@ -79,8 +80,20 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
     let mut evals = Vec::new();
     for &k in &folds {
         bar.set_message(format!("fold {k}"));
-        let head = load_head(&run.fold(k).checkpoint(&checkpoint), &device)?;
-        let scores = test.score(&head, &device, |n| bar.inc(n as u64))?;
+        let checkpoint_dir = run.fold(k).checkpoint(&checkpoint);
+        let head = load_head(&checkpoint_dir, &device)?;
+        let scores = finite_scores(
+            test.score(&head, &device, |n| bar.inc(n as u64))?,
+            &test.ids,
+            &manifest,
+        )
+        .with_context(|| {
+            format!(
+                "fold {k} ({}) cannot be evaluated: its weights may be corrupt; retrain it with \
+                 `dfd-train --config <pipeline> --run-id {run_id}`",
+                checkpoint_dir.display()
+            )
+        })?;
         let bootstrap = (boot.resamples > 0).then_some(&boot);
         let metrics =
             BinaryReport::compute(&test.labels, &scores, cfg.evaluate.threshold, bootstrap)
@@ -114,6 +127,21 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
     let summary =
         json!({ "folds": folds, "metrics": run.eval().join("metrics.json"), "inputs": inputs });
     mark_done(run, "evaluate", &summary).context("writing the evaluate stage marker")
+}
+
+/// The scores as numbers, or an error naming the first test image (manifest path and id) the model
+/// could not score.
+fn finite_scores(scores: Vec<Score>, ids: &[u32], manifest: &[ManifestRow]) -> Result<Vec<f64>> {
+    scores
+        .into_iter()
+        .zip(ids)
+        .map(|(score, &id)| {
+            score.map_err(|e| {
+                let path = manifest.get(id as usize).map_or("?", |r| r.path.as_str());
+                anyhow::anyhow!("test image {path} (manifest id {id}): {e}")
+            })
+        })
+        .collect()
 }
 
 /// Hash of everything the eval outputs depend on: the run's config, the scored checkpoint of

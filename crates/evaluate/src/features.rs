@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use dfd_layout::paths::{CHECKPOINT_HEAD, CHECKPOINT_WEIGHTS};
 use dfd_layout::shards::{read_index, ShardReader};
-use dfd_model::{Device, Head, HeadSpec, Tensor};
+use dfd_model::{Device, Head, HeadSpec, Score, Tensor};
 use safetensors::Dtype;
 
 /// Name of the feature tensor in a feature shard.
@@ -73,9 +73,14 @@ impl TestFeatures {
         Ok(out)
     }
 
-    /// P(fake) of every row under `head` (softmax of its two logits, eval mode), in row order;
+    /// P(fake) of every row under `head` ([`dfd_model::p_fake`], eval mode), in row order;
     /// `on_rows` is told how many rows each batch held.
-    pub fn score(&self, head: &Head, device: &Device, on_rows: impl Fn(usize)) -> Result<Vec<f64>> {
+    pub fn score(
+        &self,
+        head: &Head,
+        device: &Device,
+        on_rows: impl Fn(usize),
+    ) -> Result<Vec<Score>> {
         let d: usize = self.row_shape.iter().product();
         let mut scores = Vec::with_capacity(self.labels.len());
         for reader in &self.readers {
@@ -107,18 +112,13 @@ impl TestFeatures {
                 shape.extend_from_slice(&self.row_shape);
                 let x =
                     Tensor::from_vec(values, shape, device).context("building a feature batch")?;
-                let logits = head
+                let batch = head
                     .forward_t(&x, false)
-                    .and_then(|l| l.to_dtype(dfd_model::DType::F32)?.to_vec2::<f32>())
+                    .and_then(|l| dfd_model::p_fake(&l))
                     .with_context(|| {
                         format!("scoring rows {start}.. of {}", reader.path().display())
                     })?;
-                // softmax over two logits: P(fake) = 1 / (1 + exp(l_real − l_fake)).
-                scores.extend(
-                    logits
-                        .iter()
-                        .map(|l| 1.0 / (1.0 + f64::from(l[0] - l[1]).exp())),
-                );
+                scores.extend(batch);
                 on_rows(n);
             }
         }

@@ -13,6 +13,7 @@ mod head;
 mod layout;
 mod norm;
 mod random;
+mod score;
 mod weights;
 
 pub use arch::{Arch, Cut};
@@ -23,6 +24,7 @@ pub use device::{imagenet_normalize, parse_device, parse_dtype, IMAGENET_MEAN, I
 pub use head::{dropout, init_layer4_from, Head, HeadSpec, TrainForward, NUM_OUTPUTS};
 pub use layout::Layout;
 pub use norm::{BatchNorm, BnMode, BN_EPS, BN_MOMENTUM};
+pub use score::{ensemble, p_fake, NonFinite, Score};
 pub use weights::{
     resolve_weights, ResolvedWeights, WeightsSource, DEFAULT_HUB_FILE, DEFAULT_WEIGHTS,
 };

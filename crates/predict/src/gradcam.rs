@@ -9,8 +9,8 @@ use candle_core::{Result, Tensor, Var};
 
 /// What [`explain`] returns for a batch of N images.
 pub struct Explained {
-    /// P(fake) per image (N), softmax of the logits.
-    pub p_fake: Tensor,
+    /// The head's logits N×2 (real, fake), detached; [`dfd_model::p_fake`] turns them into scores.
+    pub logits: Tensor,
     /// Grad-CAM maps N×h×w at the activation's resolution, each in [0, 1] (see [`grad_cam`]).
     pub cam: Tensor,
 }
@@ -29,16 +29,11 @@ pub fn explain(maps: &Tensor, tail: impl Fn(&Tensor) -> Result<Tensor>) -> Resul
         // The score does not depend on the activation at all (e.g. an all-zero head).
         None => maps.zeros_like()?,
     };
-    let p_fake = p_fake(&logits.detach())?;
     let cam = grad_cam(maps, &grad)?;
-    Ok(Explained { p_fake, cam })
-}
-
-/// P(fake) from logits N×2: the second column of the softmax, as a vector of N.
-pub fn p_fake(logits: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax_last_dim(logits)?
-        .narrow(1, 1, 1)?
-        .squeeze(1)
+    Ok(Explained {
+        logits: logits.detach(),
+        cam,
+    })
 }
 
 /// Grad-CAM maps from an activation `A` (N×C×h×w) and the gradient of the score with respect to it
@@ -147,7 +142,11 @@ mod tests {
 
         let diff: Vec<f32> = (0..c).map(|k| weight[c + k] - weight[k]).collect();
         let cam = flat(&explained.cam);
-        let p = explained.p_fake.to_vec1::<f32>().unwrap();
+        let p: Vec<f64> = dfd_model::p_fake(&explained.logits)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.unwrap())
+            .collect();
         for img in 0..n {
             let raw: Vec<f32> = (0..h * w)
                 .map(|px| {
@@ -173,7 +172,7 @@ mod tests {
             let logit = |row: usize, bias: f32| {
                 bias + (0..c).map(|k| weight[row * c + k] * pooled[k]).sum::<f32>()
             };
-            let expected_p = 1.0 / (1.0 + (logit(0, 0.1) - logit(1, -0.1)).exp());
+            let expected_p = 1.0 / (1.0 + f64::from(logit(0, 0.1) - logit(1, -0.1)).exp());
             assert!(
                 (p[img] - expected_p).abs() < 1e-6,
                 "image {img}: {} vs {expected_p}",
@@ -188,7 +187,7 @@ mod tests {
         let explained =
             explain(&maps, |_| Tensor::zeros((1, 2), DType::F32, &Device::Cpu)).unwrap();
         assert_eq!(flat(&explained.cam), [0.0; 4]);
-        assert_eq!(explained.p_fake.to_vec1::<f32>().unwrap(), [0.5]);
+        assert_eq!(dfd_model::p_fake(&explained.logits).unwrap(), [Ok(0.5)]);
     }
 
     /// Reference values from `torch.nn.functional.interpolate(x, size=(4, 6), mode="bilinear",

@@ -107,7 +107,12 @@ struct Tally {
     fake: usize,
     real: usize,
     rejected: usize,
+    /// Of `rejected`: images the model gave a non-finite score.
+    non_finite: usize,
 }
+
+/// The `error` of a row whose image decoded but whose score was not a finite number.
+const NON_FINITE: &str = "non_finite_score";
 
 fn run(args: &Args) -> Result<()> {
     let run = RunDir::new(&args.run);
@@ -186,7 +191,9 @@ fn run(args: &Args) -> Result<()> {
                 batch_size,
                 RowWriter::new(args.format, args.heatmaps.is_some(), Vec::new()),
             )?;
-            dfd_layout::atomic::write_atomic(path, &bytes)?;
+            if tally.fake + tally.real > 0 {
+                dfd_layout::atomic::write_atomic(path, &bytes)?;
+            }
             tally
         }
     };
@@ -199,7 +206,19 @@ fn run(args: &Args) -> Result<()> {
         tally.rejected
     );
     if tally.fake + tally.real == 0 {
-        bail!("no file could be scored: all {} were rejected", files.len());
+        bail!(
+            "no file could be scored: all {} were rejected{}",
+            files.len(),
+            if tally.non_finite > 0 {
+                format!(
+                    " ({} because the model gave non-finite scores: its checkpoint is corrupt or \
+                     overflowed; retrain the run with dfd-train)",
+                    tally.non_finite
+                )
+            } else {
+                String::new()
+            }
+        );
     }
     Ok(())
 }
@@ -224,8 +243,9 @@ fn score_all<W: Write>(
                 Outcome::Scored {
                     label: Label::Real, ..
                 } => tally.real += 1,
-                Outcome::Rejected { detail, .. } => {
+                Outcome::Rejected { reason, detail } => {
                     tally.rejected += 1;
+                    tally.non_finite += usize::from(reason == NON_FINITE);
                     bar.suspend(|| tracing::warn!("rejected {}: {detail}", row.path));
                 }
             }
@@ -293,15 +313,26 @@ fn score_batch(job: &mut Job, chunk: &[PathBuf]) -> Result<Vec<Row>> {
         .map(|(path, p)| {
             let path = path.display().to_string();
             match p {
-                Ok(_) => {
-                    let (p_fake, heatmap) = scored.next().expect("one score per decoded image");
-                    let label = Label::at(p_fake, job.threshold);
-                    Row {
-                        path,
-                        outcome: Outcome::Scored { p_fake, label },
-                        heatmap: heatmap.map(|h| h.display().to_string()),
+                Ok(_) => match scored.next().expect("one score per decoded image") {
+                    (Ok(p), heatmap) => {
+                        let p_fake = p as f32;
+                        let label = Label::at(p_fake, job.threshold);
+                        Row {
+                            path,
+                            outcome: Outcome::Scored { p_fake, label },
+                            heatmap: heatmap.map(|h| h.display().to_string()),
+                        }
                     }
-                }
+                    // Never a number: a NaN must not be thresholded into a label.
+                    (Err(e), _) => Row {
+                        path,
+                        outcome: Outcome::Rejected {
+                            reason: NON_FINITE.into(),
+                            detail: e.to_string(),
+                        },
+                        heatmap: None,
+                    },
+                },
                 Err((reason, detail)) => Row {
                     path,
                     outcome: Outcome::Rejected { reason, detail },

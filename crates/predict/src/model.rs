@@ -13,7 +13,8 @@ use candle_nn::{Linear, VarBuilder, VarMap};
 use dfd_layout::paths::{CHECKPOINT_HEAD, CHECKPOINT_WEIGHTS};
 use dfd_layout::{PipelineConfig, RunDir};
 use dfd_model::{
-    resolve_weights, Arch, Backbone, BnMode, Cut, Head, HeadSpec, Stage, WeightsSource, NUM_OUTPUTS,
+    resolve_weights, Arch, Backbone, BnMode, Cut, Head, HeadSpec, Score, Stage, WeightsSource,
+    NUM_OUTPUTS,
 };
 
 use crate::gradcam::{self, Explained};
@@ -45,8 +46,8 @@ impl LoadedHead {
 
 /// Per-image outputs of [`Predictor::explain`].
 pub struct Explanation {
-    /// P(fake) per image.
-    pub p_fake: Vec<f32>,
+    /// P(fake) per image (the fold ensemble), or why the model could not score it.
+    pub p_fake: Vec<Score>,
     /// One Grad-CAM map per image, row-major `size.0 × size.1`, values in [0, 1].
     pub cams: Vec<Vec<f32>>,
     /// (h, w) of the maps: the resolution of the explained activation.
@@ -219,25 +220,26 @@ impl Predictor {
         }
     }
 
-    /// P(fake) per image of a normalised batch N×3×S×S, averaged over the folds' heads.
-    pub fn p_fake(&self, x: &Tensor) -> Result<Vec<f32>> {
+    /// P(fake) per image of a normalised batch N×3×S×S: the fold ensemble
+    /// ([`dfd_model::ensemble`] of each head's [`dfd_model::p_fake`]).
+    pub fn p_fake(&self, x: &Tensor) -> Result<Vec<Score>> {
         let per_head = match &self.members {
             Members::Classifier { cut, heads } => {
                 let features = self.backbone.forward_to(x, *cut)?;
                 heads
                     .iter()
-                    .map(|h| gradcam::p_fake(&h.forward_t(&features, false)?))
+                    .map(|h| dfd_model::p_fake(&h.forward_t(&features, false)?))
                     .collect::<candle_core::Result<Vec<_>>>()?
             }
             Members::Finetune(tails) => {
                 let layer3 = self.backbone.forward_to(x, Cut::Layer3)?;
                 tails
                     .iter()
-                    .map(|t| gradcam::p_fake(&t.logits(&t.layer4.forward_t(&layer3, false)?)?))
+                    .map(|t| dfd_model::p_fake(&t.logits(&t.layer4.forward_t(&layer3, false)?)?))
                     .collect::<candle_core::Result<Vec<_>>>()?
             }
         };
-        Ok(mean(&per_head)?.to_vec1()?)
+        Ok(dfd_model::ensemble(&per_head))
     }
 
     /// P(fake) as [`Predictor::p_fake`] gives it, and a Grad-CAM map per image over
@@ -267,13 +269,12 @@ impl Predictor {
                     .collect::<candle_core::Result<_>>()?
             }
         };
-        let p_fake = mean(
+        let p_fake = dfd_model::ensemble(
             &per_head
                 .iter()
-                .map(|e| e.p_fake.clone())
-                .collect::<Vec<_>>(),
-        )?
-        .to_vec1()?;
+                .map(|e| dfd_model::p_fake(&e.logits))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+        );
         let cam = mean(&per_head.iter().map(|e| e.cam.clone()).collect::<Vec<_>>())?;
         let (_, h, w) = cam.dims3()?;
         let cams = cam.flatten_from(1)?.to_vec2()?;
@@ -337,6 +338,11 @@ mod tests {
         Tensor::from_vec(values, (n, 3, SIZE, SIZE), &Device::Cpu).unwrap()
     }
 
+    /// The scores as f32, every one finite.
+    fn scores(s: &[Score]) -> Vec<f32> {
+        s.iter().map(|p| p.unwrap() as f32).collect()
+    }
+
     fn assert_close(a: &[f32], b: &[f32], tol: f32) {
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -390,9 +396,9 @@ mod tests {
         let predictor =
             Predictor::new(backbone(7), Cut::Pooled, SIZE, heads, &Device::Cpu).unwrap();
         assert_eq!(predictor.heatmap_layer().unwrap(), Cut::Layer4);
-        assert_close(&predictor.p_fake(&x).unwrap(), &expected, 1e-6);
+        assert_close(&scores(&predictor.p_fake(&x).unwrap()), &expected, 1e-6);
         let explained = predictor.explain(&x).unwrap();
-        assert_close(&explained.p_fake, &expected, 1e-6);
+        assert_close(&scores(&explained.p_fake), &expected, 1e-6);
         assert_unit_maps(&explained, 3, 2);
     }
 
@@ -419,9 +425,9 @@ mod tests {
         let predictor =
             Predictor::new(backbone(7), Cut::Layer3, SIZE, vec![loaded], &Device::Cpu).unwrap();
         assert_eq!(predictor.heatmap_layer().unwrap(), Cut::Layer4);
-        assert_close(&predictor.p_fake(&x).unwrap(), &expected, 1e-5);
+        assert_close(&scores(&predictor.p_fake(&x).unwrap()), &expected, 1e-5);
         let explained = predictor.explain(&x).unwrap();
-        assert_close(&explained.p_fake, &expected, 1e-5);
+        assert_close(&scores(&explained.p_fake), &expected, 1e-5);
         assert_unit_maps(&explained, 2, 2);
     }
 
@@ -442,8 +448,44 @@ mod tests {
         assert_eq!(predictor.heatmap_layer().unwrap(), Cut::Layer3);
         let x = images(2);
         let explained = predictor.explain(&x).unwrap();
-        assert_close(&explained.p_fake, &predictor.p_fake(&x).unwrap(), 1e-6);
+        assert_close(
+            &scores(&explained.p_fake),
+            &scores(&predictor.p_fake(&x).unwrap()),
+            1e-6,
+        );
         assert_unit_maps(&explained, 2, 4);
+    }
+
+    /// A head whose weights hold a NaN (a corrupt checkpoint that still has its checksum, or an
+    /// overflow) scores nothing: every image is a `NonFinite`, alone or in a fold ensemble.
+    #[test]
+    fn a_head_with_nan_weights_gives_no_score() {
+        let spec = HeadSpec::Mlp {
+            input: 2048,
+            hidden: vec![16],
+            dropout: 0.5,
+        };
+        let bad = head(&spec, 5);
+        for (name, var) in bad.varmap.data().lock().unwrap().iter() {
+            if name.ends_with("bias") {
+                let nan = Tensor::full(f32::NAN, var.shape(), &Device::Cpu).unwrap();
+                var.set(&nan).unwrap();
+            }
+        }
+        let x = images(2);
+        let predictor = Predictor::new(
+            backbone(7),
+            Cut::Pooled,
+            SIZE,
+            vec![head(&spec, 1), bad],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let scored = predictor.p_fake(&x).unwrap();
+        assert_eq!(scored.len(), 2);
+        assert!(scored.iter().all(Result::is_err), "{scored:?}");
+        let explained = predictor.explain(&x).unwrap();
+        assert!(explained.p_fake.iter().all(Result::is_err));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One optimiser step on a batch, and a validation pass.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use dfd_model::Head;
 use rand::Rng;
@@ -122,13 +122,16 @@ pub fn validate(
             .context("validation forward pass")?;
         let n = chunk.len() as f64;
         nll_sum += n * f64::from(cross_entropy(&logits, &y, None)?.to_scalar::<f32>()?);
-        let p_fake = candle_nn::ops::softmax(&logits, D::Minus1)
-            .and_then(|p| p.narrow(1, 1, 1))
-            .and_then(|p| p.flatten_all())
-            .and_then(|p| p.to_dtype(DType::F64))
-            .and_then(|p| p.to_vec1::<f64>())
-            .context("validation probabilities")?;
-        scores.extend(p_fake);
+        for (i, score) in dfd_model::p_fake(&logits)
+            .context("validation probabilities")?
+            .into_iter()
+            .enumerate()
+        {
+            let row = chunk[i];
+            scores.push(score.map_err(|e| {
+                anyhow::anyhow!("validation row {row} (manifest id {}): {e}", set.ids()[row])
+            })?);
+        }
     }
     let labels = set.labels();
     let correct = labels

@@ -26,7 +26,7 @@ fn best_val_accuracy(data: &std::path::Path, pipeline: &str, fold: u8) -> f64 {
 /// scores (a ROC point), and no score as threshold has a smaller |fpr − fnr| (an image is fake
 /// when P(fake) ≥ the threshold).
 fn check_val_eer_threshold(data: &std::path::Path, pipeline: &str, fold: u8) {
-    use candle_core::{DType, Device, D};
+    use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
 
     let root = DataRoot::new(data);
@@ -48,14 +48,11 @@ fn check_val_eer_threshold(data: &std::path::Path, pipeline: &str, fold: u8) {
         .batch(&(0..val.len()).collect::<Vec<_>>(), &Device::Cpu)
         .unwrap();
     let logits = head.forward_t(&x, false).unwrap();
-    let scores: Vec<f64> = candle_nn::ops::softmax(&logits, D::Minus1)
-        .and_then(|p| {
-            p.narrow(1, 1, 1)?
-                .flatten_all()?
-                .to_dtype(DType::F64)?
-                .to_vec1()
-        })
-        .unwrap();
+    let scores: Vec<f64> = dfd_model::p_fake(&logits)
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let labels = val.labels();
     let gap = |t: f64| {
         let count = |class: u8, fake: bool| {
