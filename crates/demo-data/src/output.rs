@@ -21,11 +21,10 @@ const IN_PROGRESS: &str = ".demo-data.in-progress";
 /// The class folders.
 const FOLDERS: [&str; 2] = ["real", "fake"];
 
-/// The file a temporary name stands for: `<name>.<pid>.tmp` (see
+/// The file a temporary name stands for: `<name>.<host>.<pid>.tmp` (see
 /// [`dfd_layout::atomic::tmp_path`]) → `<name>`; `None` for other names.
 fn tmp_target(name: &str) -> Option<&str> {
-    let (base, pid) = name.strip_suffix(".tmp")?.rsplit_once('.')?;
-    pid.chars().all(|c| c.is_ascii_digit()).then_some(base)
+    dfd_layout::atomic::parse_tmp_name(name).map(|t| t.target)
 }
 
 /// Whether `dir` already holds the complete set `plan` described by `record`: the record
@@ -112,5 +111,6 @@ mod tests {
         assert_eq!(tmp_target("real_00001.jpg"), None);
         assert_eq!(tmp_target("notes.tmp"), None);
         assert_eq!(tmp_target("real_00001.jpg.x1.tmp"), None);
+        assert_eq!(tmp_target("real_00001.jpg.h.x1.tmp"), None);
     }
 }

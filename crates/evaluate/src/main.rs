@@ -22,9 +22,12 @@ struct Args {
     checkpoint: Option<String>,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     dfd_layout::cli::init_tracing();
-    let args = Args::parse();
+    dfd_layout::cli::exit("dfd-evaluate", run(&Args::parse()))
+}
+
+fn run(args: &Args) -> Result<()> {
     let ctx = args.common.load()?;
     eval::run(&ctx, &args.common.run_id, args.checkpoint.as_deref())
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use dfd_metrics::{ConfusionMatrix, RocCurve};
+use image::ImageEncoder;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -215,17 +216,17 @@ pub fn roc_curves(path: &Path, lines: &[RocLine<'_>], title: &str) -> Result<()>
     })
 }
 
-/// Renders `body` on a white `size` canvas and writes the PNG atomically (a `.tmp.png` sibling,
-/// renamed into place).
+/// Renders `body` on a white `size` canvas in memory and writes the PNG atomically
+/// ([`dfd_layout::atomic::write_atomic`]).
 fn draw(
     path: &Path,
     size: (u32, u32),
     body: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> DrawResult,
 ) -> Result<()> {
     register_font()?;
-    let tmp = path.with_extension("tmp.png");
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
         let drawn: DrawResult = (|| {
             root.fill(&WHITE)?;
             body(&root)?;
@@ -234,8 +235,11 @@ fn draw(
         })();
         drawn.map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&pixels, size.0, size.1, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    dfd_layout::atomic::write_atomic(path, &png)
 }
 
 #[cfg(test)]
@@ -268,7 +272,11 @@ mod tests {
         confusion_matrix(&path, &m, "Confusion matrix").unwrap();
         // Four shades, black ink, white background, anti-aliased text: many colours.
         assert!(decode(&path, CONFUSION_SIZE) > 20);
-        assert!(!dir.path().join("confusion.tmp.png").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The whole stage on a tiny hand-made run: two folds with known linear heads over 4-d test
 //! features. Scores are recomputed here in f64 and the metrics checked by brute force.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dfd_layout::manifest::{write_manifest, ManifestRow};
@@ -101,11 +101,17 @@ fn pairwise_auc(labels: &[u8], scores: &[f64]) -> f64 {
     won / pairs
 }
 
-#[test]
-fn evaluates_a_two_fold_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = DataRoot::new(tmp.path().join("data"));
-    let config_path = tmp.path().join("toy.toml");
+/// The two folds' linear heads: (weight 2×4, bias).
+const HEADS: [([f32; 8], [f32; 2]); 2] = [
+    ([0.0, 0.1, 0.0, 0.0, 2.0, 0.0, -0.3, 0.0], [0.1, 0.0]),
+    ([0.5, 0.0, 0.0, 0.2, -1.0, 0.4, 0.0, 0.0], [0.0, 0.2]),
+];
+
+/// Under `dir`: the pipeline `toy.toml` and a layout with the test split's features, the
+/// manifest and a run `toy/main` with two trained folds ([`HEADS`]).
+fn make_run(dir: &Path) -> (DataRoot, PathBuf) {
+    let data = DataRoot::new(dir.join("data"));
+    let config_path = dir.join("toy.toml");
     std::fs::write(
         &config_path,
         "seed = 3\n[dataset]\nname = \"toy\"\n[evaluate]\nbootstrap = 200\n",
@@ -175,11 +181,7 @@ fn evaluates_a_two_fold_run() {
     let run = data.run("toy", "main");
     std::fs::create_dir_all(run.path()).unwrap();
     std::fs::copy(&config_path, run.config()).unwrap();
-    let heads = [
-        ([0.0, 0.1, 0.0, 0.0, 2.0, 0.0, -0.3, 0.0], [0.1, 0.0]),
-        ([0.5, 0.0, 0.0, 0.2, -1.0, 0.4, 0.0, 0.0], [0.0, 0.2]),
-    ];
-    for (k, (w, b)) in heads.iter().enumerate() {
+    for (k, (w, b)) in HEADS.iter().enumerate() {
         let fold = run.fold(k as u8);
         write_head(&fold.checkpoint("best"), *w, *b);
         let log: Vec<LogRecord> = (1..=5)
@@ -206,14 +208,27 @@ fn evaluates_a_two_fold_run() {
             .collect();
         append(&fold.metrics(), &log).unwrap();
     }
+    (data, config_path)
+}
 
-    let out = Command::new(env!("CARGO_BIN_EXE_dfd-evaluate"))
-        .arg("--config")
-        .arg(&config_path)
+/// The stage's command on `data` with the pipeline `config`.
+fn evaluate(data: &DataRoot, config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dfd-evaluate"));
+    cmd.arg("--config")
+        .arg(config)
         .arg("--data-dir")
-        .arg(data.root())
-        .output()
-        .unwrap();
+        .arg(data.root());
+    cmd
+}
+
+#[test]
+fn evaluates_a_two_fold_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, config_path) = make_run(tmp.path());
+    let (x, labels) = features();
+    let run = data.run("toy", "main");
+
+    let out = evaluate(&data, &config_path).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -227,7 +242,7 @@ fn evaluates_a_two_fold_run() {
         serde_json::from_slice(&std::fs::read(eval.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["folds"].as_array().unwrap().len(), 2);
     let mut accuracies = Vec::new();
-    for (k, (w, b)) in heads.iter().enumerate() {
+    for (k, (w, b)) in HEADS.iter().enumerate() {
         let scores = reference_scores(&x, *w, *b);
         let m = &metrics["folds"][k]["metrics"];
         let correct = labels
@@ -283,4 +298,43 @@ fn evaluates_a_two_fold_run() {
     let md = std::fs::read_to_string(eval.join("report.md")).unwrap();
     assert!(md.contains("](roc.png)"));
     assert!(run.stage_marker("evaluate").exists());
+}
+
+/// Every file of the eval directory, by name.
+fn eval_files(data: &DataRoot) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(data.run("toy", "main").eval())
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn killed_anywhere_resumes_to_identical_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (clean, clean_config) = make_run(&tmp.path().join("clean"));
+    let finished = dfd_testkit::run_guarded(&mut evaluate(&clean, &clean_config));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let want = eval_files(&clean);
+    assert_eq!(want.len(), 6, "metrics.json, 3 plots, 2 reports");
+
+    // Killed at writes 1 (metrics.json), 3 (a plot), 6 (report.html) and 7 (the stage marker),
+    // each time with a torn temporary file left behind; then rerun.
+    let (killed, killed_config) = make_run(&tmp.path().join("killed"));
+    for at in [1, 3, 6, 7] {
+        dfd_testkit::kill_at_write(&mut evaluate(&killed, &killed_config), at);
+        assert!(!dfd_testkit::leftovers(killed.root()).is_empty());
+    }
+    let run = killed.run("toy", "main");
+    assert!(!run.stage_marker("evaluate").exists());
+    let resumed = dfd_testkit::run_guarded(&mut evaluate(&killed, &killed_config));
+    assert!(resumed.status.success(), "{}", resumed.stderr);
+    assert!(run.stage_marker("evaluate").exists());
+    assert_eq!(eval_files(&killed), want);
+    assert_eq!(dfd_testkit::leftovers(killed.root()), Vec::<PathBuf>::new());
 }

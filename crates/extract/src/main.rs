@@ -5,13 +5,14 @@
 //! directory made from other inputs or weights is an error. When every directory is complete it
 //! writes `runs/<pipeline>/<run-id>/stages/extract.done`.
 
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use dfd_extract::{extract_dir, peak_rss_bytes, stage, DirJob, FeatureSpec};
 use dfd_layout::backbone_key;
-use dfd_layout::cli::{init_tracing, mark_done, progress, CommonArgs, SliceArgs};
+use dfd_layout::cli::{exit, init_tracing, mark_done, progress, CommonArgs, SliceArgs};
 use dfd_model::{parse_device, resolve_weights, Backbone, DType, ResolvedWeights, WeightsSource};
 use tracing::{info, warn};
 
@@ -40,10 +41,13 @@ struct Args {
     check_weights: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     dfd_alloc::keep_freed_memory();
     init_tracing();
-    let args = Args::parse();
+    exit("dfd-extract", run(&Args::parse()))
+}
+
+fn run(args: &Args) -> Result<()> {
     args.slice.validate()?;
     let ctx = args.common.load()?;
     let x = &ctx.config.extract;

@@ -5,6 +5,7 @@ use std::ops::Range;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
 use dfd_layout::cli::SliceArgs;
+use dfd_layout::lock::Lock;
 use dfd_layout::shards::{u32_bytes, ShardDir, TensorData};
 use dfd_model::Backbone;
 use indicatif::ProgressBar;
@@ -19,23 +20,38 @@ pub struct DirJob {
     pub dir: ShardDir,
     /// `(output shard, global input rows)` of the owned shards that are not done yet.
     pub todo: Vec<(usize, Range<usize>)>,
+    /// The locks of the `todo` shards, held until the job is dropped.
+    _locks: Vec<Lock>,
 }
 
 impl DirJob {
-    /// Opens `plan.output` (refusing one made from other inputs or weights) and lists the shards
-    /// of `slice` that are missing or damaged. A complete directory has nothing to do.
+    /// Opens `plan.output` (refusing one made from other inputs or weights), lists the shards
+    /// of `slice` that are missing or damaged and takes their locks, so that a second process
+    /// that would write one of them fails at once instead of after computing it. A complete
+    /// directory has nothing to do.
     pub fn open(plan: DirPlan, slice: &SliceArgs) -> Result<Self> {
         let dir = ShardDir::open(&plan.output, &plan.input_hash, plan.n_shards())
             .with_context(|| format!("opening feature directory {}", plan.output.display()))?;
-        let mut todo = Vec::new();
+        let (mut todo, mut locks) = (Vec::new(), Vec::new());
         if !dir.is_complete() {
             for n in (0..plan.n_shards()).filter(|&n| slice.owns(n)) {
+                if dir.is_done(n)? {
+                    continue;
+                }
+                let lock = dir.lock(n)?;
+                // Another process may have finished it before releasing the lock.
                 if !dir.is_done(n)? {
                     todo.push((n, plan.shard_rows(n)));
+                    locks.push(lock);
                 }
             }
         }
-        Ok(Self { plan, dir, todo })
+        Ok(Self {
+            plan,
+            dir,
+            todo,
+            _locks: locks,
+        })
     }
 
     /// Images left to process.

@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{f16s, f32s, read_features, write_image_dir};
+use dfd_testkit as testkit;
 
 const SIZE: usize = 32;
 
@@ -147,6 +148,11 @@ fn kill_and_resume_and_slices_give_the_bytes_of_one_run() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    // Then killed at chosen writes, each leaving a torn temporary file and its locks: in a shard
+    // file (the first write of a resumed run) and in a later shard's sidecar.
+    for at in [1, 4] {
+        testkit::kill_at_write(&mut killed.command(&[]), at);
+    }
     assert!(
         !killed
             .features()
@@ -155,6 +161,7 @@ fn kill_and_resume_and_slices_give_the_bytes_of_one_run() {
         "the run finished before it was killed: nothing was resumed"
     );
     assert!(!killed.marker().exists());
+    assert!(!testkit::leftovers(&killed.features()).is_empty());
     let resumed = killed.run(&[]);
     assert!(resumed.contains("to_write"), "{resumed}");
     assert_eq!(
@@ -162,6 +169,7 @@ fn kill_and_resume_and_slices_give_the_bytes_of_one_run() {
         want,
         "resumed run differs from an uninterrupted one"
     );
+    assert_eq!(testkit::leftovers(&killed.data), Vec::<PathBuf>::new());
 
     // Two slices fill the same directories; only the one that completes them writes the marker.
     let sliced = pooled_setup();
@@ -178,6 +186,85 @@ fn kill_and_resume_and_slices_give_the_bytes_of_one_run() {
         want,
         "sliced run differs from a single one"
     );
+}
+
+#[test]
+fn a_second_process_on_the_same_shards_refuses_until_the_holder_is_gone() {
+    let want = {
+        let clean = pooled_setup();
+        clean.run(&[]);
+        tree(&clean.features())
+    };
+    let setup = pooled_setup();
+    // The holder takes the locks of every shard it will write, then stops at its first write.
+    let mut holder =
+        testkit::spawn_quiet(setup.command(&[]).env(testkit::FAULT_AT_WRITE, "1:pause"));
+    let pid = holder.id();
+    let torn = format!(".safetensors.{}.{pid}.tmp", dfd_layout::process::host());
+    let paused = testkit::wait_for(&mut holder, "the holder's first write", || {
+        testkit::leftovers(&setup.features())
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(&torn))
+    });
+    assert!(paused, "the holder exited before its first write");
+
+    let second = testkit::run_guarded(&mut setup.command(&[]));
+    let holder_alive = holder.try_wait().unwrap().is_none();
+    holder.kill().unwrap(); // SIGKILL: its locks and a torn temporary file stay behind
+    holder.wait().unwrap();
+    assert!(holder_alive);
+    assert!(!second.status.success(), "{}", second.stderr);
+    let last = second.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("dfd-extract: error: locking shard")
+            && last.contains(".lock is locked by process ")
+            && last.contains(&format!(
+                "process {pid} on this host ({})",
+                dfd_layout::process::host()
+            ))
+            && last.contains("still running"),
+        "{}",
+        second.stderr
+    );
+
+    // The holder is gone: its locks are taken over and its temporary file removed.
+    assert!(!testkit::leftovers(&setup.features()).is_empty());
+    setup.run(&[]);
+    assert_eq!(tree(&setup.features()), want);
+    assert_eq!(testkit::leftovers(&setup.data), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_full_disk_stops_with_one_message_and_the_rerun_completes() {
+    let clean = pooled_setup();
+    clean.run(&[]);
+    let want = tree(&clean.features());
+    let need = testkit::tmpfs_bytes(&clean.features());
+    let setup = pooled_setup();
+    let disk = match testkit::Tmpfs::mount(&setup.data.join("features"), need / 2) {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a small tmpfs to fill ({why})");
+            return;
+        }
+    };
+    let failed = testkit::run_guarded(&mut setup.command(&[]));
+    assert!(!failed.status.success(), "{}", failed.stderr);
+    let last = failed.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("dfd-extract: error: no space left to write ")
+            && last.contains("resnet50@random-4/s32-pooled/")
+            && last.contains("rerun the same command"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(testkit::leftovers(&setup.data), Vec::<PathBuf>::new());
+    assert!(!setup.marker().exists());
+
+    disk.resize(need * 2);
+    setup.run(&[]);
+    assert!(setup.marker().exists());
+    assert_eq!(tree(&setup.features()), want);
 }
 
 #[test]

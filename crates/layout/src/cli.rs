@@ -1,11 +1,13 @@
 //! Command-line plumbing every stage shares: common flags, logging, progress bars, markers.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::atomic::{is_disk_full, DiskFull};
 use crate::config::{pipeline_name, PipelineConfig};
 use crate::paths::{DataRoot, RunDir};
 
@@ -32,12 +34,15 @@ pub struct Context {
 }
 
 impl CommonArgs {
-    /// Reads the pipeline config and resolves the data root and run directory.
+    /// Reads the pipeline config and resolves the data root and run directory, and removes the
+    /// temporary files that dead processes of this host left in the run directory
+    /// ([`crate::atomic::remove_stale_tmp_tree`]).
     pub fn load(&self) -> Result<Context> {
         let config = PipelineConfig::load(&self.config)?;
         let pipeline = pipeline_name(&self.config)?;
         let data = DataRoot::new(&self.data_dir);
         let run = data.run(&pipeline, &self.run_id);
+        crate::atomic::remove_stale_tmp_tree(run.path())?;
         Ok(Context {
             config,
             pipeline,
@@ -114,4 +119,61 @@ pub fn mark_done(run: &RunDir, stage: &str, summary: &serde_json::Value) -> Resu
 pub fn done_with(run: &RunDir, stage: &str, inputs: &str) -> bool {
     crate::atomic::read_json::<serde_json::Value>(&run.stage_marker(stage))
         .is_ok_and(|m| m.get("inputs").and_then(|v| v.as_str()) == Some(inputs))
+}
+
+/// A stage's exit: success, or its error printed on one line as `<stage>: error: <message>`
+/// ([`error_message`]) and a failure status.
+pub fn exit(stage: &str, result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{stage}: error: {}", error_message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The one message for `e`: a full disk ([`DiskFull`], or any ENOSPC/EDQUOT I/O error in the
+/// chain) says so and what to do, without the layers of context above it; any other error is
+/// its chain of contexts, outermost first.
+pub fn error_message(e: &anyhow::Error) -> String {
+    if let Some(full) = e.downcast_ref::<DiskFull>() {
+        return full.to_string();
+    }
+    let io = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .filter(|io| is_disk_full(io));
+    match io {
+        Some(_) => format!(
+            "the disk (or your quota) is full: {e:#}. Free some space, then rerun the same \
+             command: it resumes where it stopped"
+        ),
+        None => format!("{e:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_one_message() {
+        let full = crate::atomic::write_error(
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+            std::path::Path::new("/d/manifest.csv"),
+            String::new,
+        )
+        .context("writing the manifest");
+        let msg = error_message(&full);
+        assert!(
+            msg.starts_with("no space left to write /d/manifest.csv"),
+            "{msg}"
+        );
+        let plain = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("saving weights");
+        assert!(error_message(&plain).starts_with("the disk (or your quota) is full: saving"));
+        let other = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_message(&other), "outer: inner");
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Paths of the layout ([`paths`]), the manifest and rejects lists ([`manifest`]), leak-free split
 //! assignment ([`split`]), resumable safetensors shard directories ([`shards`]), atomic writes
-//! ([`atomic`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log ([`runlog`]), the pipeline config
+//! ([`atomic`]), locks ([`lock`]) and the host/pid identity they carry ([`process`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log ([`runlog`]), the pipeline config
 //! shared by every stage ([`config`]) and the command-line plumbing they share ([`cli`]).
 //! It knows nothing of images or models.
 
@@ -10,8 +10,10 @@ pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod hash;
+pub mod lock;
 pub mod manifest;
 pub mod paths;
+pub mod process;
 pub mod rng;
 pub mod runlog;
 pub mod shards;

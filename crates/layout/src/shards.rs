@@ -23,8 +23,9 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{read_json, write_atomic, write_json_atomic};
+use crate::atomic::{read_json, remove_stale_tmp, write_atomic, write_json_atomic};
 use crate::hash::hash_bytes;
+use crate::lock::Lock;
 
 /// File name of the index of a complete shard directory.
 pub const INDEX_FILE: &str = "index.json";
@@ -103,10 +104,13 @@ pub struct ShardDir {
 }
 
 impl ShardDir {
-    /// Opens `dir` for a job of `n_shards` shards made from `input_hash`, creating it if needed.
-    /// Fails if the directory holds shards or an index made from other inputs.
+    /// Opens `dir` for a job of `n_shards` shards made from `input_hash`, creating it if needed,
+    /// and removes the temporary files dead processes of this host left there
+    /// ([`remove_stale_tmp`]). Fails if the directory holds shards or an index made from other
+    /// inputs.
     pub fn open(dir: &Path, input_hash: &str, n_shards: usize) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        remove_stale_tmp(dir)?;
         let this = Self {
             dir: dir.to_path_buf(),
             input_hash: input_hash.to_owned(),
@@ -226,6 +230,20 @@ impl ShardDir {
         };
         write_json_atomic(&self.dir.join(INDEX_FILE), &index)?;
         Ok(true)
+    }
+
+    /// `shard-NNNNN.lock`.
+    pub fn lock_path(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("shard-{n:05}.lock"))
+    }
+
+    /// Takes the lock of shard `n` ([`Lock`]: released on drop; a dead local holder's lock is
+    /// taken over), or fails at once naming the lock file, host and pid of the process that
+    /// holds it. A writer takes it before computing the shard and checks [`Self::is_done`] again
+    /// once it holds it.
+    pub fn lock(&self, n: usize) -> Result<Lock> {
+        let path = self.lock_path(n);
+        Lock::acquire(&path).with_context(|| format!("locking shard {n} of {}", self.dir.display()))
     }
 }
 
@@ -355,9 +373,17 @@ mod tests {
             !d.finish(serde_json::json!({})).unwrap(),
             "one shard missing"
         );
-        // A "killed" process left a torn temporary file: harmless.
-        std::fs::write(tmp.path().join("shard-00001.safetensors.tmp"), b"junk").unwrap();
+        // A killed process of this host left a torn temporary file: removed when reopened.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let torn = tmp.path().join(format!(
+            "shard-00001.safetensors.{}.{dead}.tmp",
+            crate::process::host()
+        ));
+        std::fs::write(&torn, b"junk").unwrap();
         let d = ShardDir::open(tmp.path(), "h1", 2).unwrap();
+        assert!(!torn.exists());
         write_one(&d, 1, 2);
         assert!(d.finish(serde_json::json!({"k": 1})).unwrap());
         let idx = read_index(tmp.path()).unwrap();

@@ -82,13 +82,7 @@ struct Args {
 fn main() -> ExitCode {
     dfd_alloc::keep_freed_memory();
     dfd_layout::cli::init_tracing();
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dfd-predict: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    dfd_layout::cli::exit("dfd-predict", run(&Args::parse()))
 }
 
 /// What every batch needs to know.

@@ -50,13 +50,7 @@ struct Args {
 fn main() -> ExitCode {
     dfd_alloc::keep_freed_memory();
     dfd_layout::cli::init_tracing();
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dfd-preprocess: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    dfd_layout::cli::exit("dfd-preprocess", run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -75,6 +69,7 @@ fn run(args: &Args) -> Result<()> {
     augment.validate().context("invalid preprocess.augment")?;
     let dataset = &cfg.dataset.name;
     let root = ctx.data.source(&cfg.dataset);
+    dfd_layout::atomic::remove_stale_tmp(&ctx.data.prepared(dataset))?;
 
     let (files, bad_names) = scan::scan(&root, &cfg.dataset.classes)?;
     tracing::info!(
@@ -123,13 +118,10 @@ fn run(args: &Args) -> Result<()> {
     let mut todo = Vec::new();
     for (j, (job, n)) in shards::work_items(&jobs).into_iter().enumerate() {
         if args.slice.owns(j) {
-            let (copies, images) = shards::pending_images(&jobs[job], n)?;
-            if images > 0 {
-                todo.push((job, n, copies, images));
-            }
+            todo.extend(shards::pending(&jobs, job, n)?);
         }
     }
-    let total: usize = todo.iter().map(|t| t.3).sum();
+    let total: usize = todo.iter().map(|t| t.images).sum();
     if total == 0 {
         tracing::info!("output complete: nothing to do");
     }
@@ -143,8 +135,10 @@ fn run(args: &Args) -> Result<()> {
     let bar = dfd_layout::cli::progress(total as u64, "img");
     bar.set_message(format!("s{} shards", pre.size));
     let work_started = Instant::now();
-    for (job, n, copies, _) in &todo {
-        shards::write_item(&jobs[*job], *n, copies, &settings, &|k| bar.inc(k))?;
+    for item in &todo {
+        shards::write_item(&jobs[item.job], item.n, &item.copies, &settings, &|k| {
+            bar.inc(k)
+        })?;
     }
     bar.finish_and_clear();
     let work_secs = work_started.elapsed().as_secs_f64();
@@ -160,7 +154,7 @@ fn run(args: &Args) -> Result<()> {
         "test": count(dfd_layout::Split::Test),
         "rejected": catalog.rejects.len(),
         "rejects_by_reason": reasons,
-        "shards_written": todo.iter().map(|t| t.2.len()).sum::<usize>(),
+        "shards_written": todo.iter().map(|t| t.copies.len()).sum::<usize>(),
         "images_written": total,
         "images_per_s": if work_secs > 0.0 { total as f64 / work_secs } else { 0.0 },
         "directories_complete": complete,

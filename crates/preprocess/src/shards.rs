@@ -5,7 +5,8 @@
 //! which hold the same rows in the same order (so copies inherit their source's id, label and fold).
 //! A work item is one shard number of one split: its images are decoded once and every copy's
 //! shard that is not yet done is written from them. Items are numbered test first, then train;
-//! `--shard-index i --shard-count n` takes the items `j % n == i`.
+//! `--shard-index i --shard-count n` takes the items `j % n == i`. Before any image is made, the
+//! process takes the lock of every shard it will write ([`pending`]).
 //!
 //! Memory: one work item holds up to `(copies + 1) * shard_bytes` of output images at once.
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use dfd_imaging::{augment, resize_center_crop, to_chw_u8, AugmentParams};
 use dfd_layout::config::PipelineConfig;
+use dfd_layout::lock::Lock;
 use dfd_layout::manifest::ManifestRow;
 use dfd_layout::shards::{rows_per_shard, u32_bytes, ShardDir, TensorData};
 use dfd_layout::{DataRoot, Split};
@@ -111,21 +113,48 @@ pub fn work_items(jobs: &[SplitJob]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Images this item still has to write (rows × copies not yet done).
-pub fn pending_images(job: &SplitJob, n: usize) -> Result<(Vec<usize>, usize)> {
-    let mut todo = Vec::new();
-    for (k, dir) in job.dirs.iter().enumerate() {
-        if !dir.is_done(n)? {
-            todo.push(k);
-        }
-    }
-    let start = n * job.rows_per_shard;
-    let rows = job.rows.len().min(start + job.rows_per_shard) - start;
-    let images = rows * todo.len();
-    Ok((todo, images))
+/// A work item this process still has to write, with the locks of its missing shards held
+/// (released when it is dropped).
+pub struct Pending {
+    /// Index of the job in the plan.
+    pub job: usize,
+    /// Shard number.
+    pub n: usize,
+    /// The copies whose shard `n` is missing or damaged.
+    pub copies: Vec<usize>,
+    /// Images to write (rows × copies).
+    pub images: usize,
+    _locks: Vec<Lock>,
 }
 
-/// Makes and writes shard `n` of every copy in `copies` (from [`pending_images`]).
+/// What item `(job, n)` still has to write, with the locks of those shards taken, or `None`
+/// when every copy is done. Fails at once, naming the lock, when another process holds one.
+pub fn pending(jobs: &[SplitJob], job: usize, n: usize) -> Result<Option<Pending>> {
+    let split_job = &jobs[job];
+    let (mut copies, mut locks) = (Vec::new(), Vec::new());
+    for (k, dir) in split_job.dirs.iter().enumerate() {
+        if dir.is_done(n)? {
+            continue;
+        }
+        let lock = dir.lock(n)?;
+        // Another process may have finished it before releasing the lock.
+        if !dir.is_done(n)? {
+            copies.push(k);
+            locks.push(lock);
+        }
+    }
+    let start = n * split_job.rows_per_shard;
+    let rows = split_job.rows.len().min(start + split_job.rows_per_shard) - start;
+    Ok((!copies.is_empty()).then(|| Pending {
+        job,
+        n,
+        images: rows * copies.len(),
+        copies,
+        _locks: locks,
+    }))
+}
+
+/// Makes and writes shard `n` of every copy in `copies` (from [`pending`]).
 /// `progress(images)` is called as rows finish.
 pub fn write_item(
     job: &SplitJob,

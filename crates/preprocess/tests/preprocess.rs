@@ -4,10 +4,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{config, make_dataset, run, run_ok, snapshot};
+use common::{command, config, make_dataset, run, run_ok, snapshot};
 use dfd_layout::manifest::{read_manifest, read_rejects, ManifestRow};
 use dfd_layout::shards::{read_index, ShardReader};
 use dfd_layout::{DataRoot, Split};
+use dfd_testkit as testkit;
 
 const CLASSES: [&str; 2] = ["real", "fake"];
 
@@ -220,7 +221,7 @@ fn changed_settings_against_existing_output_are_refused() {
 }
 
 #[test]
-fn killed_run_resumes_to_identical_bytes() {
+fn killed_anywhere_resumes_to_identical_bytes_without_leftovers() {
     let tmp = tempfile::tempdir().unwrap();
     let (reference, killed) = (tmp.path().join("ref"), tmp.path().join("killed"));
     make_dataset(&reference.join("raw/demo"), CLASSES, 60, 60, false);
@@ -228,42 +229,93 @@ fn killed_run_resumes_to_identical_bytes() {
     let cfg = config(tmp.path(), "p", CLASSES, "copies = 3");
     run_ok(&reference, &cfg, &[]);
 
-    let mut child = std::process::Command::new(common::BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&killed)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // SIGKILL in the middle of the work, as soon as a first shard is recorded…
+    let mut child = testkit::spawn_quiet(&mut command(&killed, &cfg, &[]));
     let first = DataRoot::new(&killed)
         .images("demo", 32, Split::Test, 0)
         .join("shard-00000.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !first.exists() {
-        assert!(std::time::Instant::now() < deadline, "no shard appeared");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    child.kill().unwrap(); // SIGKILL
+    assert!(
+        testkit::wait_for(&mut child, "a first shard", || first.exists()),
+        "the run ended before writing a shard"
+    );
+    child.kill().unwrap();
     child.wait().unwrap();
+    // …then at chosen writes, each leaving a torn temporary file: of a shard (the first write
+    // of a resumed run), of its sidecar (the second: that shard has no sidecar and is redone),
+    // and of a later shard; the killed processes also leave their shard locks.
+    for at in [1, 2, 40] {
+        testkit::kill_at_write(&mut command(&killed, &cfg, &[]), at);
+    }
     let partial = snapshot(&killed);
     assert!(
         !partial.contains_key("s32/train/a3/index.json"),
         "the run finished before it could be killed; make the data set bigger"
     );
+    let left = testkit::leftovers(&killed.join("prepared"));
+    assert!(
+        left.iter().any(|p| p.to_string_lossy().ends_with(".tmp"))
+            && left.iter().any(|p| p.to_string_lossy().ends_with(".lock")),
+        "the kills left no temporary file or lock: {left:?}"
+    );
+
     let out = run_ok(&killed, &cfg, &[]);
     assert!(!out.contains("nothing to do"), "{out}");
     let (a, b) = (snapshot(&reference), snapshot(&killed));
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
-        b.keys()
-            .filter(|k| !k.ends_with(".tmp"))
-            .collect::<Vec<_>>()
+        b.keys().collect::<Vec<_>>(),
+        "no stale temporary file or lock remains"
     );
     for (k, v) in &a {
         assert!(b[k] == *v, "{k} differs after resume");
     }
+}
+
+#[test]
+fn a_full_disk_stops_with_one_message_and_the_rerun_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (clean, full) = (tmp.path().join("clean"), tmp.path().join("full"));
+    make_dataset(&clean.join("raw/demo"), CLASSES, 20, 20, false);
+    make_dataset(&full.join("raw/demo"), CLASSES, 20, 20, false);
+    let cfg = config(tmp.path(), "p", CLASSES, "");
+    run_ok(&clean, &cfg, &[]);
+    let need = testkit::tmpfs_bytes(&clean.join("prepared"));
+    let disk = match testkit::Tmpfs::mount(&full.join("prepared"), need / 2) {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a small tmpfs to fill ({why})");
+            return;
+        }
+    };
+    let failed = testkit::run_guarded(&mut command(&full, &cfg, &[]));
+    assert!(!failed.status.success(), "{}", failed.stderr);
+    let last = failed.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("dfd-preprocess: error: no space left to write ")
+            && last.contains("prepared/demo/s32/")
+            && last.contains("rerun the same command"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(
+        failed.stderr.matches("error").count(),
+        1,
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(
+        testkit::leftovers(&full.join("prepared")),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let marker = DataRoot::new(&full)
+        .run("p", "main")
+        .stage_marker("preprocess");
+    assert!(!marker.exists());
+
+    disk.resize(need * 2);
+    run_ok(&full, &cfg, &[]);
+    assert!(marker.exists());
+    assert_eq!(snapshot(&clean), snapshot(&full));
 }
 
 #[test]

@@ -5,9 +5,9 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     dfd_alloc::keep_freed_memory();
     dfd_layout::cli::init_tracing();
     let cli = dfd_train::cli::Cli::parse();
-    dfd_train::run::run(&cli)
+    dfd_layout::cli::exit("dfd-train", dfd_train::run::run(&cli))
 }

@@ -1,5 +1,6 @@
-//! Kill-and-resume identity: SIGKILL the binary mid-training after a checkpoint exists, rerun
-//! the same command, and the final weights equal an uninterrupted run's, byte for byte.
+//! Kill-and-resume identity: SIGKILL the binary mid-training after a checkpoint exists and at
+//! chosen writes, rerun the same command, and the final weights equal an uninterrupted run's,
+//! byte for byte, with no temporary file left.
 
 mod common;
 
@@ -116,7 +117,19 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
         assert!(!fold_b.complete_marker().exists(), "killed before the end");
     }
     assert_eq!(kills, 2);
+    // Killed at chosen writes of a resumed run, each leaving a torn temporary file: the log
+    // truncated to the checkpoint (write 1) and the state of the next checkpoint, inside
+    // `last.tmp/` (write 3).
+    for at in [1, 3] {
+        dfd_testkit::kill_at_write(&mut command(&b, &cfg_b), at);
+    }
+    let run_b = DataRoot::new(&b).run("resume", "main");
+    assert!(!dfd_testkit::leftovers(run_b.path()).is_empty());
     assert!(command(&b, &cfg_b).status().unwrap().success());
+    assert_eq!(
+        dfd_testkit::leftovers(run_b.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
 
     let fold_a = DataRoot::new(&a).run("resume", "main").fold(0);
     for tag in ["last", "best"] {

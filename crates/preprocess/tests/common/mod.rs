@@ -91,15 +91,21 @@ shard_bytes = 13000
     path
 }
 
-/// Runs the binary on `data_dir` with `config` and extra arguments.
-pub fn run(data_dir: &Path, config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--config")
+/// The binary's command on `data_dir` with `config` and extra arguments.
+pub fn command(data_dir: &Path, config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
         .arg(config)
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// Runs the binary on `data_dir` with `config` and extra arguments.
+pub fn run(data_dir: &Path, config: &Path, args: &[&str]) -> Output {
+    command(data_dir, config, args)
         .output()
         .expect("running dfd-preprocess")
 }
