@@ -1,7 +1,8 @@
 //! The evaluate stage: run directory in, `eval/` out.
 
 use anyhow::{bail, Context, Result};
-use dfd_layout::cli::{mark_done, progress, Context as StageContext};
+use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
+use dfd_layout::cli::{mark_done, progress, CommonArgs, Context as StageContext};
 use dfd_layout::config::PipelineConfig;
 use dfd_layout::manifest::read_manifest;
 use dfd_layout::runlog::{self, LogRecord};
@@ -17,8 +18,11 @@ use crate::schema::{
 };
 
 /// Scores every trained fold of `ctx.run` and writes the eval directory and stage marker.
-pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result<()> {
+/// The checkpoints and test features are verified against their checksums first, even when the
+/// stage marker says the outputs are up to date; `common` gives the commands that rebuild them.
+pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) -> Result<()> {
     let run = &ctx.run;
+    let run_id = &common.run_id;
     // The run's own resolved config decides which features its heads expect.
     let cfg = PipelineConfig::load(&run.config()).with_context(|| {
         format!(
@@ -44,7 +48,16 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
         Split::Test,
         0,
     );
-    let inputs = inputs_identity(run, &checkpoint, &folds, &test_dir)?;
+    let checkpoints = folds
+        .iter()
+        .map(|&k| {
+            let dir = run.fold(k).checkpoint(&checkpoint);
+            Checkpoint::open(&dir, &common.command("dfd-train", true))
+                .with_context(|| format!("opening fold {k}'s checkpoint {}", dir.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let test = TestFeatures::open(&test_dir, &common.command("dfd-extract", false))?;
+    let inputs = inputs_identity(run, &checkpoint, &checkpoints, &test_dir)?;
     if dfd_layout::cli::done_with(run, "evaluate", &inputs)
         && run.eval().join("metrics.json").exists()
     {
@@ -54,7 +67,6 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
         );
         return Ok(());
     }
-    let test = TestFeatures::open(&test_dir)?;
     let manifest_path = ctx.data.manifest(&cfg.dataset.name);
     let manifest = read_manifest(&manifest_path)
         .with_context(|| format!("reading {}", manifest_path.display()))?;
@@ -77,9 +89,9 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
 
     let bar = progress((test.labels.len() * folds.len()) as u64, "rows");
     let mut evals = Vec::new();
-    for &k in &folds {
+    for (&k, fold_checkpoint) in folds.iter().zip(&checkpoints) {
         bar.set_message(format!("fold {k}"));
-        let head = load_head(&run.fold(k).checkpoint(&checkpoint), &device)?;
+        let head = load_head(fold_checkpoint, &device)?;
         let scores = test.score(&head, &device, |n| bar.inc(n as u64))?;
         let bootstrap = (boot.resamples > 0).then_some(&boot);
         let metrics =
@@ -121,16 +133,13 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
 fn inputs_identity(
     run: &dfd_layout::RunDir,
     checkpoint: &str,
-    folds: &[u8],
+    checkpoints: &[Checkpoint],
     test_dir: &std::path::Path,
 ) -> Result<String> {
     use dfd_layout::hash::hash_file;
-    let weights = folds
+    let weights = checkpoints
         .iter()
-        .map(|&k| {
-            let dir = run.fold(k).checkpoint(checkpoint);
-            hash_file(&dir.join(dfd_layout::paths::CHECKPOINT_WEIGHTS))
-        })
+        .map(|c| hash_file(&c.file(CHECKPOINT_WEIGHTS)))
         .collect::<Result<Vec<_>>>()?;
     let test_index = hash_file(&test_dir.join(dfd_layout::shards::INDEX_FILE))?;
     let config = hash_file(&run.config())?;

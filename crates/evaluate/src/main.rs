@@ -26,5 +26,5 @@ fn main() -> Result<()> {
     dfd_layout::cli::init_tracing();
     let args = Args::parse();
     let ctx = args.common.load()?;
-    eval::run(&ctx, &args.common.run_id, args.checkpoint.as_deref())
+    eval::run(&ctx, &args.common, args.checkpoint.as_deref())
 }
