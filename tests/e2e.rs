@@ -184,11 +184,10 @@ fn whole_chain_then_nothing_redone() {
     let test_features = root.features("tiny", &backbone, 32, "layer3", Split::Test, 0);
     let idx = shards::read_index(&test_features).unwrap();
     assert_eq!(idx.rows, n_test);
-    let reader = shards::ShardReader::open(&test_features.join(&idx.shards[0].file)).unwrap();
-    assert_eq!(
-        &reader.tensor("features").unwrap().shape()[1..],
-        &[1024, 2, 2]
-    );
+    let reader = shards::ShardSet::open(&test_features, "dfd-extract")
+        .and_then(|set| set.shard(0))
+        .unwrap();
+    assert_eq!(reader.features().unwrap().row_shape(), &[1024, 2, 2]);
     assert!(
         idx.meta.to_string().contains("false"),
         "not-pretrained flag: {}",

@@ -1,7 +1,8 @@
 //! The evaluate stage: run directory in, `eval/` out.
 
 use anyhow::{bail, Context, Result};
-use dfd_layout::cli::{mark_done, progress, Context as StageContext};
+use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
+use dfd_layout::cli::{mark_done, progress, CommonArgs, Context as StageContext};
 use dfd_layout::config::PipelineConfig;
 use dfd_layout::manifest::{read_manifest, ManifestRow};
 use dfd_layout::runlog::{self, LogRecord};
@@ -18,8 +19,11 @@ use crate::schema::{
 };
 
 /// Scores every trained fold of `ctx.run` and writes the eval directory and stage marker.
-pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result<()> {
+/// The checkpoints and test features are verified against their checksums first, even when the
+/// stage marker says the outputs are up to date; `common` gives the commands that rebuild them.
+pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) -> Result<()> {
     let run = &ctx.run;
+    let run_id = &common.run_id;
     // The run's own resolved config decides which features its heads expect.
     let cfg = PipelineConfig::load(&run.config()).with_context(|| {
         format!(
@@ -45,7 +49,16 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
         Split::Test,
         0,
     );
-    let inputs = inputs_identity(run, &checkpoint, &folds, &test_dir)?;
+    let checkpoints = folds
+        .iter()
+        .map(|&k| {
+            let dir = run.fold(k).checkpoint(&checkpoint);
+            Checkpoint::open(&dir, &common.command("dfd-train", true))
+                .with_context(|| format!("opening fold {k}'s checkpoint {}", dir.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let test = TestFeatures::open(&test_dir, &common.command("dfd-extract", false))?;
+    let inputs = inputs_identity(run, &checkpoint, &checkpoints, &test_dir)?;
     if dfd_layout::cli::done_with(run, "evaluate", &inputs)
         && run.eval().join("metrics.json").exists()
     {
@@ -55,7 +68,6 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
         );
         return Ok(());
     }
-    let test = TestFeatures::open(&test_dir)?;
     let manifest_path = ctx.data.manifest(&cfg.dataset.name);
     let manifest = read_manifest(&manifest_path)
         .with_context(|| format!("reading {}", manifest_path.display()))?;
@@ -78,10 +90,9 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
 
     let bar = progress((test.labels.len() * folds.len()) as u64, "rows");
     let mut evals = Vec::new();
-    for &k in &folds {
+    for (&k, fold_checkpoint) in folds.iter().zip(&checkpoints) {
         bar.set_message(format!("fold {k}"));
-        let checkpoint_dir = run.fold(k).checkpoint(&checkpoint);
-        let head = load_head(&checkpoint_dir, &device)?;
+        let head = load_head(fold_checkpoint, &device)?;
         let scores = finite_scores(
             test.score(&head, &device, |n| bar.inc(n as u64))?,
             &test.ids,
@@ -91,7 +102,7 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
             format!(
                 "fold {k} ({}) cannot be evaluated: its weights may be corrupt; retrain it with \
                  `dfd-train --config <pipeline> --run-id {run_id}`",
-                checkpoint_dir.display()
+                fold_checkpoint.dir().display()
             )
         })?;
         let bootstrap = (boot.resamples > 0).then_some(&boot);
@@ -149,16 +160,13 @@ fn finite_scores(scores: Vec<Score>, ids: &[u32], manifest: &[ManifestRow]) -> R
 fn inputs_identity(
     run: &dfd_layout::RunDir,
     checkpoint: &str,
-    folds: &[u8],
+    checkpoints: &[Checkpoint],
     test_dir: &std::path::Path,
 ) -> Result<String> {
     use dfd_layout::hash::hash_file;
-    let weights = folds
+    let weights = checkpoints
         .iter()
-        .map(|&k| {
-            let dir = run.fold(k).checkpoint(checkpoint);
-            hash_file(&dir.join(dfd_layout::paths::CHECKPOINT_WEIGHTS))
-        })
+        .map(|c| hash_file(&c.file(CHECKPOINT_WEIGHTS)))
         .collect::<Result<Vec<_>>>()?;
     let test_index = hash_file(&test_dir.join(dfd_layout::shards::INDEX_FILE))?;
     let config = hash_file(&run.config())?;

@@ -1,15 +1,12 @@
 //! Reading the test feature shards and scoring them with a fold's checkpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
-use dfd_layout::paths::{CHECKPOINT_HEAD, CHECKPOINT_WEIGHTS};
-use dfd_layout::shards::{read_index, ShardReader};
+use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
+use dfd_layout::shards::{ShardReader, ShardSet};
 use dfd_model::{Device, Head, HeadSpec, Score, Tensor};
-use safetensors::Dtype;
 
-/// Name of the feature tensor in a feature shard.
-const FEATURES: &str = "features";
 /// Rows per forward pass.
 const BATCH_ROWS: usize = 64;
 
@@ -23,9 +20,10 @@ pub struct TestFeatures {
 }
 
 impl TestFeatures {
-    /// Opens every shard listed in `dir`'s index and checks they agree on the row shape.
-    pub fn open(dir: &Path) -> Result<Self> {
-        let index = read_index(dir)
+    /// Opens every shard listed in `dir`'s index, each checked against its checksum (`rebuild`
+    /// is the command that makes them again), and checks they agree on the row shape.
+    pub fn open(dir: &Path, rebuild: &str) -> Result<Self> {
+        let shards = ShardSet::open(dir, rebuild)
             .with_context(|| format!("reading the test features index of {}", dir.display()))?;
         let mut out = Self {
             readers: Vec::new(),
@@ -33,34 +31,18 @@ impl TestFeatures {
             ids: Vec::new(),
             row_shape: Vec::new(),
         };
-        for entry in &index.shards {
-            let reader = ShardReader::open(&dir.join(&entry.file))?;
-            let view = reader.tensor(FEATURES)?;
-            let shape = view.shape().to_vec();
-            ensure!(
-                !shape.is_empty(),
-                "{}: `features` has no row dimension",
-                reader.path().display()
-            );
+        for reader in shards.shards()? {
+            let row_shape = reader.features()?.row_shape().to_vec();
             if out.readers.is_empty() {
-                out.row_shape = shape[1..].to_vec();
-            } else if shape[1..] != out.row_shape[..] {
+                out.row_shape = row_shape;
+            } else if row_shape != out.row_shape {
                 bail!(
-                    "{}: rows of shape {:?}, earlier shards {:?}",
+                    "{}: rows of shape {row_shape:?}, earlier shards {:?}",
                     reader.path().display(),
-                    &shape[1..],
                     out.row_shape
                 );
             }
             let (labels, ids) = (reader.labels()?, reader.ids()?);
-            ensure!(
-                labels.len() == shape[0] && ids.len() == shape[0],
-                "{}: {} feature rows, {} labels, {} ids",
-                reader.path().display(),
-                shape[0],
-                labels.len(),
-                ids.len()
-            );
             out.labels.extend(labels);
             out.ids.extend(ids);
             out.readers.push(reader);
@@ -81,33 +63,13 @@ impl TestFeatures {
         device: &Device,
         on_rows: impl Fn(usize),
     ) -> Result<Vec<Score>> {
-        let d: usize = self.row_shape.iter().product();
         let mut scores = Vec::with_capacity(self.labels.len());
         for reader in &self.readers {
-            let view = reader.tensor(FEATURES)?;
-            let rows = view.shape()[0];
-            let elem = match view.dtype() {
-                Dtype::F16 => 2,
-                Dtype::F32 => 4,
-                other => bail!(
-                    "{}: features of type {other:?}, expected F16 or F32",
-                    reader.path().display()
-                ),
-            };
+            let features = reader.features()?;
+            let rows = features.rows();
             for start in (0..rows).step_by(BATCH_ROWS) {
                 let n = BATCH_ROWS.min(rows - start);
-                let bytes = &view.data()[start * d * elem..(start + n) * d * elem];
-                let values: Vec<f32> = if elem == 2 {
-                    bytes
-                        .chunks_exact(2)
-                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                        .collect()
-                } else {
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect()
-                };
+                let values = features.decode(start..start + n);
                 let mut shape = vec![n];
                 shape.extend_from_slice(&self.row_shape);
                 let x =
@@ -126,18 +88,10 @@ impl TestFeatures {
     }
 }
 
-/// A fold's checkpoint directory and the head rebuilt from it.
-pub fn load_head(checkpoint: &Path, device: &Device) -> Result<Head> {
-    let spec_path: PathBuf = checkpoint.join(CHECKPOINT_HEAD);
-    if !spec_path.exists() {
-        bail!(
-            "no checkpoint at {} (train the run first, or pick another --checkpoint)",
-            checkpoint.display()
-        );
-    }
-    let spec: HeadSpec = dfd_layout::atomic::read_json(&spec_path)
-        .with_context(|| format!("reading the head spec {}", spec_path.display()))?;
-    let (head, _vars) = Head::load(&spec, &checkpoint.join(CHECKPOINT_WEIGHTS), device)
-        .with_context(|| format!("loading the checkpoint {}", checkpoint.display()))?;
+/// The head rebuilt from a verified checkpoint.
+pub fn load_head(checkpoint: &Checkpoint, device: &Device) -> Result<Head> {
+    let spec: HeadSpec = checkpoint.head_spec()?;
+    let (head, _vars) = Head::load(&spec, &checkpoint.file(CHECKPOINT_WEIGHTS), device)
+        .with_context(|| format!("loading the checkpoint {}", checkpoint.dir().display()))?;
     Ok(head)
 }

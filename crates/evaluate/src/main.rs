@@ -29,5 +29,5 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: &Args) -> Result<()> {
     let ctx = args.common.load()?;
-    eval::run(&ctx, &args.common.run_id, args.checkpoint.as_deref())
+    eval::run(&ctx, &args.common, args.checkpoint.as_deref())
 }

@@ -62,6 +62,8 @@ fn write_head(dir: &Path, weight: [f32; 8], bias: [f32; 2]) {
     ])
     .unwrap();
     std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    let state = dfd_layout::checkpoint::TrainState::start(0, Vec::new(), None);
+    dfd_layout::checkpoint::write_state(dir, &state).unwrap();
 }
 
 /// P(fake) of the linear head, in f64.
@@ -298,6 +300,67 @@ fn evaluates_a_two_fold_run() {
     let md = std::fs::read_to_string(eval.join("report.md")).unwrap();
     assert!(md.contains("](roc.png)"));
     assert!(run.stage_marker("evaluate").exists());
+
+    // The stage marker never hides a file that fails its checksum: a changed test shard or
+    // checkpoint is named, with the command that rebuilds it, even though eval/ is up to date.
+    let rerun = || evaluate_guarded(&config_path, data.root());
+    let (ok, log) = rerun();
+    assert!(ok && log.contains("nothing to do"), "{log}");
+    let command = |stage: &str| {
+        format!(
+            "rebuild it with: {stage} --config {} --data-dir {}",
+            config_path.display(),
+            data.root().display()
+        )
+    };
+    for (file, stage) in [
+        (feature_dir.join("shard-00000.safetensors"), "dfd-extract"),
+        (
+            run.fold(1).checkpoint("best").join("model.safetensors"),
+            "dfd-train",
+        ),
+    ] {
+        let good = std::fs::read(&file).unwrap();
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad[mid..mid + 4].iter_mut().for_each(|b| *b ^= 0x3C);
+        std::fs::write(&file, bad).unwrap();
+        let (ok, log) = rerun();
+        assert!(
+            !ok && log.contains(&format!("{} is corrupt", file.display()))
+                && log.contains(&command(stage)),
+            "{log}"
+        );
+        std::fs::write(&file, good).unwrap();
+    }
+    assert!(rerun().0);
+}
+
+/// Runs dfd-evaluate (30 s hang guard); returns whether it succeeded, and its stderr.
+fn evaluate_guarded(config: &std::path::Path, data: &std::path::Path) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dfd-evaluate"))
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("dfd-evaluate hung for 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Every file of the eval directory, by name.

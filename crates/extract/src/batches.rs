@@ -5,14 +5,12 @@
 //! next batch is read and converted while the model computes the current one.
 
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use dfd_layout::shards::{ShardIndex, ShardReader};
-use safetensors::Dtype;
+use dfd_layout::shards::{ShardReader, ShardSet};
 
 /// Batches the reader thread may hold ready beyond the one being computed.
 pub const READ_AHEAD: usize = 2;
@@ -35,10 +33,10 @@ struct OpenShard {
     ids: Vec<u32>,
 }
 
-/// Random access to the global rows of a complete image directory, in index order.
+/// Random access to the global rows of a complete image directory, in index order; each shard
+/// is verified against the index when first mapped.
 pub struct InputRows {
-    dir: PathBuf,
-    index: ShardIndex,
+    input: ShardSet,
     /// Global row at which each input shard starts, plus the total at the end.
     starts: Vec<usize>,
     size: usize,
@@ -46,51 +44,28 @@ pub struct InputRows {
 }
 
 impl InputRows {
-    /// Rows of the image directory `dir` (whose index is `index`) holding `size`-px images.
-    pub fn new(dir: PathBuf, index: ShardIndex, size: usize) -> Self {
+    /// Rows of the image directory `input` holding `size`-px images.
+    pub fn new(input: ShardSet, size: usize) -> Self {
         let mut starts = vec![0];
-        for shard in &index.shards {
+        for shard in &input.index().shards {
             starts.push(starts.last().copied().unwrap_or(0) + shard.rows);
         }
         Self {
-            dir,
-            index,
+            input,
             starts,
             size,
             open: None,
         }
     }
 
-    fn image_bytes(&self) -> usize {
-        3 * self.size * self.size
-    }
-
     /// Maps input shard `n` (unmapping the previous one) and checks its tensors.
     fn open_shard(&mut self, n: usize) -> Result<&OpenShard> {
         if self.open.as_ref().is_none_or(|o| o.number != n) {
             self.open = None;
-            let entry = &self.index.shards[n];
-            let reader = ShardReader::open(&self.dir.join(&entry.file))?;
-            let images = reader.tensor("images")?;
-            let expected = [entry.rows, 3, self.size, self.size];
-            ensure!(
-                images.dtype() == Dtype::U8 && images.shape() == expected,
-                "{}: `images` is {:?} {:?}, expected U8 {expected:?} (is preprocess.size {} the size these shards were made at?)",
-                reader.path().display(),
-                images.dtype(),
-                images.shape(),
-                self.size
-            );
+            let reader = self.input.shard(n)?;
+            reader.images(self.size)?;
             let labels = reader.labels()?;
             let ids = reader.ids()?;
-            ensure!(
-                labels.len() == entry.rows && ids.len() == entry.rows,
-                "{}: {} labels and {} ids for {} rows",
-                reader.path().display(),
-                labels.len(),
-                ids.len(),
-                entry.rows
-            );
             self.open = Some(OpenShard {
                 number: n,
                 reader,
@@ -107,9 +82,9 @@ impl InputRows {
         ensure!(
             rows.end <= total,
             "rows {rows:?} are outside the {total} rows of {}",
-            self.dir.display()
+            self.input.dir().display()
         );
-        let row_bytes = self.image_bytes();
+        let row_bytes = 3 * self.size * self.size;
         let mut images = Vec::with_capacity(rows.len() * row_bytes);
         let mut labels = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
@@ -119,7 +94,7 @@ impl InputRows {
             let n = self.starts.partition_point(|&s| s <= row) - 1;
             let (start, end) = (self.starts[n], self.starts[n + 1].min(rows.end));
             let shard = self.open_shard(n)?;
-            let data = shard.reader.tensor("images")?.data();
+            let data = shard.reader.images(self.size)?;
             images.extend_from_slice(&data[(row - start) * row_bytes..(end - start) * row_bytes]);
             labels.extend_from_slice(&shard.labels[row - start..end - start]);
             ids.extend_from_slice(&shard.ids[row - start..end - start]);
@@ -134,7 +109,7 @@ impl InputRows {
         let (images, labels, ids) = self.read(rows)?;
         let images = Tensor::from_vec(images, (n, 3, self.size, self.size), &Device::Cpu)
             .and_then(|u8s| dfd_model::imagenet_normalize(&u8s, DType::F32))
-            .with_context(|| format!("normalising images of {}", self.dir.display()))?;
+            .with_context(|| format!("normalising images of {}", self.input.dir().display()))?;
         Ok(Batch {
             shard,
             images,

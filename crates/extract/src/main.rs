@@ -63,7 +63,8 @@ fn run(args: &Args) -> Result<()> {
     }
     let spec = stage::feature_spec(&ctx.config, &weights)?;
     let batch_size = args.batch_size.unwrap_or(x.batch_size).max(1);
-    let jobs = stage::plan_all(&ctx.data, &ctx.config, &spec)?
+    let rebuild = args.common.command("dfd-preprocess", false);
+    let jobs = stage::plan_all(&ctx.data, &ctx.config, &spec, &rebuild)?
         .into_iter()
         .map(|plan| DirJob::open(plan, &args.slice))
         .collect::<Result<Vec<_>>>()?;
@@ -97,7 +98,7 @@ fn run(args: &Args) -> Result<()> {
     }
     let directories: Vec<_> = jobs
         .iter()
-        .map(|j| serde_json::json!({"dir": j.plan.output, "rows": j.plan.index.rows, "shards": j.plan.n_shards()}))
+        .map(|j| serde_json::json!({"dir": j.plan.output, "rows": j.plan.input.index().rows, "shards": j.plan.n_shards()}))
         .collect();
     let summary = serde_json::json!({
         "backbone": backbone_key(&x.arch, &x.weights),

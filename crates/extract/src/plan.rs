@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use dfd_layout::shards::{read_index, rows_per_shard, ShardIndex};
+use dfd_layout::shards::{rows_per_shard, ShardSet};
 use dfd_model::{Arch, Cut};
 use serde::Serialize;
 
@@ -89,10 +89,9 @@ struct HashedInputs<'a> {
 /// One input image directory and the feature directory made from it.
 #[derive(Clone, Debug)]
 pub struct DirPlan {
-    pub input: PathBuf,
+    /// The complete input image directory (its index; shards verified as they are read).
+    pub input: ShardSet,
     pub output: PathBuf,
-    /// The input's `index.json`.
-    pub index: ShardIndex,
     /// Feature rows per output shard (`R`).
     pub rows_per_shard: usize,
     pub input_hash: String,
@@ -100,10 +99,18 @@ pub struct DirPlan {
 
 impl DirPlan {
     /// Plans the features of the complete image directory `input` into `output`, with output
-    /// shards bounded by `shard_bytes`.
-    pub fn new(input: &Path, output: &Path, spec: &FeatureSpec, shard_bytes: u64) -> Result<Self> {
-        let index = read_index(input)
+    /// shards bounded by `shard_bytes`. `rebuild` is the command that makes `input` again
+    /// (named when one of its shards fails its checksum).
+    pub fn new(
+        input: &Path,
+        output: &Path,
+        spec: &FeatureSpec,
+        shard_bytes: u64,
+        rebuild: &str,
+    ) -> Result<Self> {
+        let input = ShardSet::open(input, rebuild)
             .with_context(|| format!("reading the image shards of {}", input.display()))?;
+        let index = input.index();
         let rows_per_shard = rows_per_shard(spec.row_bytes() as u64, shard_bytes);
         let input_hash = dfd_layout::hash::hash_json(&HashedInputs {
             format: FORMAT,
@@ -117,9 +124,8 @@ impl DirPlan {
             rows_per_shard,
         });
         Ok(Self {
-            input: input.to_path_buf(),
+            input,
             output: output.to_path_buf(),
-            index,
             rows_per_shard,
             input_hash,
         })
@@ -127,12 +133,12 @@ impl DirPlan {
 
     /// Number of output shards.
     pub fn n_shards(&self) -> usize {
-        self.index.rows.div_ceil(self.rows_per_shard)
+        self.input.index().rows.div_ceil(self.rows_per_shard)
     }
 
     /// Global input rows of output shard `n`.
     pub fn shard_rows(&self, n: usize) -> Range<usize> {
         let start = n * self.rows_per_shard;
-        start..(start + self.rows_per_shard).min(self.index.rows)
+        start..(start + self.rows_per_shard).min(self.input.index().rows)
     }
 }

@@ -33,7 +33,7 @@ impl DirJob {
         let dir = ShardDir::open(&plan.output, &plan.input_hash, plan.n_shards())
             .with_context(|| format!("opening feature directory {}", plan.output.display()))?;
         let (mut todo, mut locks) = (Vec::new(), Vec::new());
-        if !dir.is_complete() {
+        if !dir.is_complete()? {
             for n in (0..plan.n_shards()).filter(|&n| slice.owns(n)) {
                 if dir.is_done(n)? {
                     continue;
@@ -62,9 +62,6 @@ impl DirJob {
     /// Writes `index.json` if every shard is present (other `--shard-index` processes may still
     /// be filling theirs); returns whether the directory is complete.
     pub fn finish(&self, spec: &FeatureSpec) -> Result<bool> {
-        if self.dir.is_complete() {
-            return Ok(true);
-        }
         self.dir
             .finish(spec.meta())
             .with_context(|| format!("finishing {}", self.plan.output.display()))
@@ -102,7 +99,7 @@ pub fn extract_dir(
     batch_size: usize,
     progress: &ProgressBar,
 ) -> Result<()> {
-    let input = InputRows::new(job.plan.input.clone(), job.plan.index.clone(), spec.size);
+    let input = InputRows::new(job.plan.input.clone(), spec.size);
     let row_shape = spec.row_shape();
     let mut pending: Option<PendingShard> = None;
     for batch in BatchStream::start(input, &job.todo, batch_size) {
@@ -120,7 +117,7 @@ pub fn extract_dir(
             .with_context(|| {
                 format!(
                     "running the backbone on images of {}",
-                    job.plan.input.display()
+                    job.plan.input.dir().display()
                 )
             })?;
         let expected_dims: Vec<usize> = [n].into_iter().chain(row_shape.clone()).collect();

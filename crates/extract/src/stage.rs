@@ -34,10 +34,12 @@ pub fn directories(config: &PipelineConfig) -> Vec<(Split, u32)> {
 }
 
 /// Plans every directory of [`directories`]: inputs under `prepared/`, outputs under `features/`.
+/// `rebuild` is the command that makes the inputs again (`dfd-preprocess …`).
 pub fn plan_all(
     data: &DataRoot,
     config: &PipelineConfig,
     spec: &FeatureSpec,
+    rebuild: &str,
 ) -> Result<Vec<DirPlan>> {
     let name = &config.dataset.name;
     let size = config.preprocess.size;
@@ -47,7 +49,7 @@ pub fn plan_all(
         .map(|(split, k)| {
             let input = data.images(name, size, split, k);
             let output = data.features(name, &backbone, size, spec.cut.name(), split, k);
-            DirPlan::new(&input, &output, spec, config.preprocess.shard_bytes)
+            DirPlan::new(&input, &output, spec, config.preprocess.shard_bytes, rebuild)
         })
         .collect()
 }

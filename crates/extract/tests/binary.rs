@@ -365,3 +365,64 @@ fn memory_stays_flat_as_the_data_set_grows() {
     assert_eq!(features.ids, (100_000..100_300).collect::<Vec<u32>>());
     assert!(f32s(&features.bytes).iter().all(|v| v.is_finite()));
 }
+
+/// Runs `cmd` to its end with a 30 s hang guard.
+fn output_guarded(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("dfd-extract hung for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Flips a few bytes in the middle of `path`, keeping its size.
+fn corrupt(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 4].iter_mut().for_each(|b| *b ^= 0x81);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_corrupted_shard_is_named_and_the_rerun_redoes_just_it() {
+    let s = Setup::new(16, 8, 10, 8 * 2048 * 4, POOLED);
+    // An input image shard whose bytes changed: named, with the command that rebuilds it.
+    let image = s.data.join("prepared/t/s32/train/a1/shard-00001.safetensors");
+    let good = std::fs::read(&image).unwrap();
+    corrupt(&image);
+    let out = output_guarded(s.command(&[]));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let command = format!(
+        "rebuild it with: dfd-preprocess --config {} --data-dir {}",
+        s.config.display(),
+        s.data.display()
+    );
+    assert!(
+        !out.status.success()
+            && log.contains(&format!("{} is corrupt", image.display()))
+            && log.contains(&command),
+        "{log}"
+    );
+    std::fs::write(&image, good).unwrap();
+    s.run(&[]);
+    let want = tree(&s.features());
+
+    // A feature shard whose bytes changed: the complete directory is re-verified, and the rerun
+    // computes that shard's 8 images again, byte-identical, instead of "nothing to do".
+    corrupt(&s.features().join("s32-pooled/train/a0/shard-00001.safetensors"));
+    let out = output_guarded(s.command(&[]));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && log.contains("images=8"), "{log}");
+    assert!(tree(&s.features()) == want, "not rebuilt byte-identical");
+    let again = s.run(&[]);
+    assert!(again.contains("nothing to do"), "{again}");
+}

@@ -69,7 +69,7 @@ fn extract(
     batch_size: usize,
 ) {
     let shard_bytes = (rows_per_shard * spec.row_bytes()) as u64;
-    let plan = DirPlan::new(input, output, spec, shard_bytes).unwrap();
+    let plan = DirPlan::new(input, output, spec, shard_bytes, "dfd-preprocess").unwrap();
     assert_eq!(plan.rows_per_shard, rows_per_shard);
     let slice = SliceArgs {
         shard_index: 0,
@@ -167,19 +167,19 @@ fn other_inputs_or_weights_are_refused() {
     let shard_bytes = (4 * first.row_bytes()) as u64;
 
     // The same again: complete, nothing to do.
-    let again = DirPlan::new(&input, &output, &first, shard_bytes).unwrap();
+    let again = DirPlan::new(&input, &output, &first, shard_bytes, "dfd-preprocess").unwrap();
     assert!(DirJob::open(again, &slice).unwrap().todo.is_empty());
 
     // Other weights.
     let other = spec(2, Cut::Pooled, FeatureDtype::F32);
-    let plan = DirPlan::new(&input, &output, &other, shard_bytes).unwrap();
+    let plan = DirPlan::new(&input, &output, &other, shard_bytes, "dfd-preprocess").unwrap();
     let err = format!("{:#}", DirJob::open(plan, &slice).err().unwrap());
     assert!(err.contains("other inputs"), "{err}");
 
     // Other images under the same input path.
     std::fs::remove_dir_all(&input).unwrap();
     write_image_dir(&input, SIZE, &[6], 50);
-    let plan = DirPlan::new(&input, &output, &first, shard_bytes).unwrap();
+    let plan = DirPlan::new(&input, &output, &first, shard_bytes, "dfd-preprocess").unwrap();
     let err = format!("{:#}", DirJob::open(plan, &slice).err().unwrap());
     assert!(err.contains("other inputs"), "{err}");
 }
@@ -190,7 +190,7 @@ fn images_of_another_size_are_an_error() {
     let input = tmp.path().join("images");
     write_image_dir(&input, 16, &[2], 0);
     let spec = spec(1, Cut::Pooled, FeatureDtype::F32);
-    let plan = DirPlan::new(&input, &tmp.path().join("f"), &spec, 1 << 20).unwrap();
+    let plan = DirPlan::new(&input, &tmp.path().join("f"), &spec, 1 << 20, "dfd-preprocess").unwrap();
     let slice = SliceArgs {
         shard_index: 0,
         shard_count: 1,

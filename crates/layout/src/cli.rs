@@ -50,6 +50,21 @@ impl CommonArgs {
             run,
         })
     }
+
+    /// The command line that runs `binary` (e.g. `dfd-extract`) on the same pipeline and data
+    /// root, and on the same run when `with_run`: what an error names as the way to rebuild a
+    /// file that stage makes.
+    pub fn command(&self, binary: &str, with_run: bool) -> String {
+        let mut line = format!(
+            "{binary} --config {} --data-dir {}",
+            self.config.display(),
+            self.data_dir.display()
+        );
+        if with_run {
+            line.push_str(&format!(" --run-id {}", self.run_id));
+        }
+        line
+    }
 }
 
 /// `--shard-index i --shard-count n`: this process does the work items `j` with `j % n == i`.

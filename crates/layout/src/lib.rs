@@ -1,12 +1,16 @@
 //! dfd-layout: the on-disk contract between the stages.
 //!
 //! Paths of the layout ([`paths`]), the manifest and rejects lists ([`manifest`]), leak-free split
-//! assignment ([`split`]), resumable safetensors shard directories ([`shards`]), atomic writes
-//! ([`atomic`]), locks ([`lock`]) and the host/pid identity they carry ([`process`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log ([`runlog`]), the pipeline config
-//! shared by every stage ([`config`]) and the command-line plumbing they share ([`cli`]).
+//! assignment ([`split`]), resumable safetensors shard directories and their verified readers
+//! ([`shards`]), checkpoint files and `state.json` ([`checkpoint`]), checksums checked on read
+//! ([`verify`]), atomic writes ([`atomic`]), locks ([`lock`]) and the host/pid identity they carry
+//! ([`process`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log
+//! ([`runlog`]), the pipeline config shared by every stage ([`config`]) and the command-line
+//! plumbing they share ([`cli`]).
 //! It knows nothing of images or models.
 
 pub mod atomic;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod hash;
@@ -18,6 +22,7 @@ pub mod rng;
 pub mod runlog;
 pub mod shards;
 pub mod split;
+pub mod verify;
 
 pub use config::PipelineConfig;
 pub use paths::{backbone_key, DataRoot, FoldDir, RunDir, Split};

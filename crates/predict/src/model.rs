@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
-use dfd_layout::paths::{CHECKPOINT_HEAD, CHECKPOINT_WEIGHTS};
+use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
 use dfd_layout::{PipelineConfig, RunDir};
 use dfd_model::{
     resolve_weights, Arch, Backbone, BnMode, Cut, Head, HeadSpec, Score, Stage, WeightsSource,
@@ -27,14 +27,13 @@ pub struct LoadedHead {
 }
 
 impl LoadedHead {
-    /// Reads `head.json` and `model.safetensors` from a checkpoint directory onto `device`.
-    pub fn read(checkpoint: &Path, device: &Device) -> Result<Self> {
-        let spec_path = checkpoint.join(CHECKPOINT_HEAD);
-        if !spec_path.is_file() {
-            bail!("no trained head at {}: run dfd-train first (or choose another --checkpoint/--fold)", spec_path.display());
-        }
-        let spec: HeadSpec = dfd_layout::atomic::read_json(&spec_path)?;
-        let origin = checkpoint.join(CHECKPOINT_WEIGHTS);
+    /// Reads `head.json` and `model.safetensors` from a checkpoint directory onto `device`,
+    /// after checking them against the checksums in its `state.json` (`rebuild`: the command
+    /// that retrains it, named when one fails).
+    pub fn read(dir: &Path, device: &Device, rebuild: &str) -> Result<Self> {
+        let checkpoint = Checkpoint::open(dir, rebuild)?;
+        let spec: HeadSpec = checkpoint.head_spec()?;
+        let origin = checkpoint.file(CHECKPOINT_WEIGHTS);
         let (head, varmap) = Head::load(&spec, &origin, device)?;
         Ok(Self {
             origin,
@@ -42,6 +41,23 @@ impl LoadedHead {
             varmap,
         })
     }
+}
+
+/// The `dfd-train` command that retrains the run at `run` (`<data>/runs/<pipeline>/<run-id>`),
+/// assuming the pipeline file is `pipelines/<pipeline>.toml` as in this repository.
+pub fn retrain_command(run: &Path) -> String {
+    let name = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned())
+    };
+    let pipeline = run.parent();
+    let data = pipeline.and_then(Path::parent).and_then(Path::parent);
+    format!(
+        "dfd-train --config pipelines/{}.toml --data-dir {} --run-id {}",
+        name(pipeline),
+        data.map_or_else(|| "?".into(), |d| d.display().to_string()),
+        name(Some(run))
+    )
 }
 
 /// Per-image outputs of [`Predictor::explain`].
@@ -101,7 +117,7 @@ impl FinetuneTail {
 
 impl Predictor {
     /// Loads the run's backbone (`extract.arch`, `extract.weights`) and, for each fold of `folds`,
-    /// the head in `fold<k>/checkpoints/<checkpoint>/`.
+    /// the verified head in `fold<k>/checkpoints/<checkpoint>/` (see [`LoadedHead::read`]).
     pub fn load(
         run: &RunDir,
         config: &PipelineConfig,
@@ -109,6 +125,7 @@ impl Predictor {
         checkpoint: &str,
         device: &Device,
     ) -> Result<Self> {
+        let rebuild = retrain_command(run.path());
         let extract = &config.extract;
         let arch: Arch = extract
             .arch
@@ -130,7 +147,7 @@ impl Predictor {
             .iter()
             .map(|&k| {
                 let dir = run.fold(k).checkpoint(checkpoint);
-                LoadedHead::read(&dir, device)
+                LoadedHead::read(&dir, device, &rebuild)
                     .with_context(|| format!("loading fold {k}'s head from {}", dir.display()))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -5,12 +5,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
+use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_STATE};
 use dfd_layout::{PipelineConfig, RunDir};
-
-/// The loop state dfd-train writes into every checkpoint directory.
-pub const CHECKPOINT_STATE: &str = "state.json";
-/// JSON pointer, inside [`CHECKPOINT_STATE`], to the best model's validation EER threshold.
-pub const VAL_EER_POINTER: &str = "/best/val_eer_threshold";
 
 /// `--threshold`: a probability, or `eer`.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,7 +54,7 @@ pub fn resolve(
         Some(ThresholdArg::Eer) => {
             let thresholds = folds
                 .iter()
-                .map(|&k| val_eer_threshold(&run.fold(k).checkpoint(tag).join(CHECKPOINT_STATE)))
+                .map(|&k| val_eer_threshold(&run.fold(k).checkpoint(tag)))
                 .collect::<Result<Vec<f64>>>()?;
             if thresholds.is_empty() {
                 bail!("--threshold eer needs at least one fold");
@@ -72,23 +68,27 @@ pub fn resolve(
     }
 }
 
-/// [`VAL_EER_POINTER`] of the checkpoint state at `path`.
-fn val_eer_threshold(path: &Path) -> Result<f64> {
-    if !path.is_file() {
-        bail!(
-            "--threshold eer reads {}, which does not exist: train this fold first",
-            path.display()
-        );
-    }
-    let state: serde_json::Value = dfd_layout::atomic::read_json(path).with_context(|| {
-        format!(
-            "reading the validation EER threshold from {}",
-            path.display()
-        )
-    })?;
-    state
-        .pointer(VAL_EER_POINTER)
-        .and_then(serde_json::Value::as_f64)
+/// `best.val_eer_threshold` of the state of the checkpoint in `dir`.
+fn val_eer_threshold(dir: &Path) -> Result<f64> {
+    let path = dir.join(CHECKPOINT_STATE);
+    let checkpoint = Checkpoint::read(dir)
+        .with_context(|| {
+            format!(
+                "reading the validation EER threshold from {}",
+                path.display()
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "--threshold eer reads {}, which does not exist: train this fold first",
+                path.display()
+            )
+        })?;
+    checkpoint
+        .state()
+        .best
+        .as_ref()
+        .and_then(|b| b.val_eer_threshold)
         .filter(|t| t.is_finite())
         .with_context(|| {
             format!(
@@ -102,6 +102,7 @@ fn val_eer_threshold(path: &Path) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dfd_layout::checkpoint::{Best, TrainState, CHECKPOINT_HEAD, CHECKPOINT_WEIGHTS};
 
     #[test]
     fn parses_numbers_in_the_unit_interval_and_eer() {
@@ -115,11 +116,25 @@ mod tests {
         assert!("half".parse::<ThresholdArg>().is_err());
     }
 
-    /// Writes `state` as fold `k`'s checkpoint `tag` state.json.
-    fn write_state(run: &RunDir, k: u8, tag: &str, state: &serde_json::Value) {
+    /// Writes fold `k`'s checkpoint `tag` state.json, with `best` of threshold `eer` (none: no
+    /// best; NaN: no threshold recorded).
+    fn write_state(run: &RunDir, k: u8, tag: &str, eer: Option<f64>) {
         let dir = run.fold(k).checkpoint(tag);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(CHECKPOINT_STATE), state.to_string()).unwrap();
+        let state = TrainState {
+            best: eer.map(|t| Best {
+                epoch: 1,
+                step: 9,
+                val_loss: 0.5,
+                val_accuracy: 0.7,
+                val_auc: Some(0.8),
+                val_eer_threshold: (!t.is_nan()).then_some(t),
+            }),
+            ..TrainState::start(k, Vec::new(), None)
+        };
+        std::fs::write(dir.join(CHECKPOINT_WEIGHTS), b"w").unwrap();
+        std::fs::write(dir.join(CHECKPOINT_HEAD), b"{}").unwrap();
+        dfd_layout::checkpoint::write_state(&dir, &state).unwrap();
     }
 
     #[test]
@@ -137,11 +152,10 @@ mod tests {
         let err = resolve(eer, &run, &config, &[0], "best").unwrap_err();
         assert!(format!("{err:#}").contains("state.json"), "{err:#}");
         // dfd-train's layout: the loop state with `best` (val_* of the best validation).
-        let best = |t: f64| serde_json::json!({"step": 9, "best": {"epoch": 1, "val_auc": 0.8, "val_eer_threshold": t}});
-        write_state(&run, 0, "best", &best(0.25));
-        write_state(&run, 1, "best", &best(0.5));
-        write_state(&run, 2, "best", &best(0.125));
-        write_state(&run, 1, "last", &best(0.75));
+        write_state(&run, 0, "best", Some(0.25));
+        write_state(&run, 1, "best", Some(0.5));
+        write_state(&run, 2, "best", Some(0.125));
+        write_state(&run, 1, "last", Some(0.75));
         assert_eq!(resolve(eer, &run, &config, &[1], "best").unwrap().0, 0.5);
         assert_eq!(resolve(eer, &run, &config, &[1], "last").unwrap().0, 0.75);
         let mean = resolve(eer, &run, &config, &[0, 1, 2], "best").unwrap().0;
@@ -150,19 +164,14 @@ mod tests {
         assert!(format!("{err:#}").contains("fold3"), "{err:#}");
 
         // Written before the threshold was recorded, or a single-class validation fold.
-        write_state(
-            &run,
-            3,
-            "best",
-            &serde_json::json!({"best": {"val_eer_threshold": null}}),
-        );
+        write_state(&run, 3, "best", Some(f64::NAN));
         let err = resolve(eer, &run, &config, &[0, 3], "best").unwrap_err();
         let message = format!("{err:#}");
         assert!(
             message.contains("fold3") && message.contains("val_eer_threshold"),
             "{message}"
         );
-        write_state(&run, 4, "best", &serde_json::json!({"best": null}));
+        write_state(&run, 4, "best", None);
         assert!(resolve(eer, &run, &config, &[4], "best").is_err());
     }
 }

@@ -51,6 +51,8 @@ fn fixture(root: &Path) -> (PathBuf, PathBuf) {
         serde_json::to_string(&spec()).unwrap(),
     )
     .unwrap();
+    let state = dfd_layout::checkpoint::TrainState::start(0, Vec::new(), None);
+    dfd_layout::checkpoint::write_state(&checkpoint, &state).unwrap();
 
     let images = root.join("images");
     std::fs::create_dir_all(images.join("a")).unwrap();
@@ -265,4 +267,47 @@ fn fails_when_nothing_can_be_scored_or_the_eer_threshold_is_missing() {
     let out = predict(&[&"--run", &dir.path().join("nowhere"), &images]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("config.toml"), "{}", stderr(&out));
+}
+
+/// Runs the binary with a 30 s hang guard.
+fn predict_guarded(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dfd-predict"));
+    cmd.env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for a in args {
+        cmd.arg(a);
+    }
+    let mut child = cmd.spawn().expect("running dfd-predict");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("dfd-predict hung for 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_corrupted_checkpoint_fails_naming_the_file_and_writes_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, images) = fixture(dir.path());
+    let weights = run.join("fold0/checkpoints/best/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 4].iter_mut().for_each(|b| *b ^= 0xFF);
+    std::fs::write(&weights, bytes).unwrap();
+    let table = dir.path().join("scores.csv");
+    let out = predict_guarded(&[&"--run", &run, &images, &"--output", &table]);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("{} is corrupt", weights.display()))
+            && message.contains("rebuild it with: dfd-train --config pipelines/")
+            && message.contains("--run-id run"),
+        "{message}"
+    );
+    assert!(out.stdout.is_empty() && !table.exists(), "no rows written");
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use common::{command, config, make_dataset, run, run_ok, snapshot};
 use dfd_layout::manifest::{read_manifest, read_rejects, ManifestRow};
-use dfd_layout::shards::{read_index, ShardReader};
+use dfd_layout::shards::{read_index, ShardSet};
 use dfd_layout::{DataRoot, Split};
 use dfd_testkit as testkit;
 
@@ -14,15 +14,15 @@ const CLASSES: [&str; 2] = ["real", "fake"];
 
 /// All (ids, labels, images) of one shard directory, in order.
 fn read_dir_rows(dir: &Path) -> (Vec<u32>, Vec<u8>, Vec<u8>) {
-    let index = read_index(dir).unwrap();
+    let set = ShardSet::open(dir, "dfd-preprocess").unwrap();
+    let size = set.index().meta["size"].as_u64().unwrap() as usize;
     let (mut ids, mut labels, mut images) = (Vec::new(), Vec::new(), Vec::new());
-    for shard in &index.shards {
-        let r = ShardReader::open(&dir.join(&shard.file)).unwrap();
+    for r in set.shards().unwrap() {
         ids.extend(r.ids().unwrap());
         labels.extend(r.labels().unwrap());
-        images.extend_from_slice(r.tensor("images").unwrap().data());
+        images.extend_from_slice(r.images(size).unwrap());
     }
-    assert_eq!(index.rows, ids.len());
+    assert_eq!(set.index().rows, ids.len());
     (ids, labels, images)
 }
 

@@ -1,6 +1,7 @@
 //! Checkpoints of one fold: `checkpoints/{last,best}/` with the head's weights (every VarMap
 //! variable, BN running statistics included), its spec, the optimiser's moments and the loop
-//! state.
+//! state. File names, `state.json` (with the files' checksums) and verification belong to
+//! [`dfd_layout::checkpoint`]; this module moves the weights and moments in and out of them.
 //!
 //! No RNG state is stored: shuffling is `stream(seed, "shuffle", [fold, epoch])` and dropout
 //! `stream(seed, "dropout", [fold, step])`, so `(epoch, step)` fixes every future draw.
@@ -13,59 +14,44 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_nn::VarMap;
-use dfd_layout::atomic::{read_json, write_json_atomic};
-use dfd_layout::paths::{CHECKPOINT_HEAD, CHECKPOINT_WEIGHTS};
+use dfd_layout::atomic::write_json_atomic;
+use dfd_layout::checkpoint::{
+    write_state, Checkpoint, TrainState, CHECKPOINT_FILES, CHECKPOINT_HEAD, CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_STATE, CHECKPOINT_WEIGHTS,
+};
 use dfd_layout::FoldDir;
 use dfd_model::HeadSpec;
-use serde::{Deserialize, Serialize};
 
-use crate::data::FeatureSource;
 use crate::optim::Optimizer;
-
-/// Optimiser moments inside a checkpoint.
-pub const CHECKPOINT_OPTIMIZER: &str = "optimizer.safetensors";
-/// Loop state inside a checkpoint.
-pub const CHECKPOINT_STATE: &str = "state.json";
-
-/// The best validation so far.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Best {
-    pub epoch: usize,
-    pub step: usize,
-    pub val_loss: f64,
-    pub val_accuracy: f64,
-    pub val_auc: Option<f64>,
-    /// The best model's validation equal-error-rate threshold on P(fake) (where fpr = fnr);
-    /// `None` for a single-class validation fold or a checkpoint written before it was recorded.
-    #[serde(default)]
-    pub val_eer_threshold: Option<f64>,
-}
-
-/// Where a fold's training loop stands.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    pub fold: u8,
-    /// Optimiser steps taken (training batches consumed).
-    pub step: usize,
-    /// Epoch the next step belongs to.
-    pub epoch: usize,
-    pub best: Option<Best>,
-    /// Validations since `best` last improved (early stopping).
-    pub bad_validations: usize,
-    /// Records in `metrics.jsonl` up to this checkpoint (a resume truncates the log to them).
-    pub records: usize,
-    /// Training seconds, summed over sessions.
-    pub elapsed_s: f64,
-    /// Feature directories read and their input hashes.
-    pub sources: Vec<FeatureSource>,
-    /// Identity of the layer4 initial weights (`finetune-layer4` only).
-    pub weights_identity: Option<String>,
-}
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     dir.with_file_name(name)
+}
+
+/// An empty `<tag>.tmp/` beside checkpoint directory `dir`.
+fn fresh_tmp(dir: &Path) -> Result<PathBuf> {
+    let tmp = sibling(dir, ".tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    Ok(tmp)
+}
+
+/// Swaps the filled `<tag>.tmp/` in as `dir`.
+fn swap_in(dir: &Path) -> Result<()> {
+    let (tmp, old) = (sibling(dir, ".tmp"), sibling(dir, ".old"));
+    if dir.exists() {
+        std::fs::rename(dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
+    }
+    std::fs::rename(&tmp, dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(())
 }
 
 /// Writes checkpoint `tag` of `fold`.
@@ -78,27 +64,29 @@ pub fn save(
     state: &TrainState,
 ) -> Result<()> {
     let dir = fold.checkpoint(tag);
-    let (tmp, old) = (sibling(&dir, ".tmp"), sibling(&dir, ".old"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
-    }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let tmp = fresh_tmp(&dir)?;
     let weights = tmp.join(CHECKPOINT_WEIGHTS);
     varmap
         .save(&weights)
         .with_context(|| format!("writing weights {}", weights.display()))?;
     write_json_atomic(&tmp.join(CHECKPOINT_HEAD), spec)?;
     opt.save(&tmp.join(CHECKPOINT_OPTIMIZER))?;
-    write_json_atomic(&tmp.join(CHECKPOINT_STATE), state)?;
-    if dir.exists() {
-        std::fs::rename(&dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
+    write_state(&tmp, state)?;
+    swap_in(&dir)
+}
+
+/// Replaces checkpoint `to` of `fold` with a copy of the verified checkpoint `from`. Used only
+/// where both were (or would have been) written at the same step from the same state, so the
+/// copy holds the bytes `to` had.
+pub fn copy(fold: &FoldDir, from: &Checkpoint, to: &str) -> Result<()> {
+    let dir = fold.checkpoint(to);
+    let tmp = fresh_tmp(&dir)?;
+    for name in CHECKPOINT_FILES.iter().chain([&CHECKPOINT_STATE]) {
+        let (src, dst) = (from.file(name), tmp.join(name));
+        std::fs::copy(&src, &dst)
+            .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     }
-    std::fs::rename(&tmp, &dir)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-    }
-    Ok(())
+    swap_in(&dir)
 }
 
 /// Completes a swap interrupted by a kill and drops half-written checkpoints, for `tag`.
@@ -118,27 +106,46 @@ pub fn recover(fold: &FoldDir, tag: &str) -> Result<()> {
     Ok(())
 }
 
-/// The state of checkpoint `tag`, if it exists.
+/// The state of checkpoint `tag`, if it exists (its files are not verified).
 pub fn read_state(fold: &FoldDir, tag: &str) -> Result<Option<TrainState>> {
-    let path = fold.checkpoint(tag).join(CHECKPOINT_STATE);
-    if !path.exists() {
-        return Ok(None);
-    }
-    read_json(&path).map(Some)
+    Ok(Checkpoint::read(&fold.checkpoint(tag))?.map(Checkpoint::into_state))
 }
 
-/// Loads checkpoint `tag`'s weights into `varmap` and its moments into `opt`.
-pub fn restore(
-    fold: &FoldDir,
-    tag: &str,
-    varmap: &mut VarMap,
-    opt: &mut Optimizer,
-    state: &TrainState,
-) -> Result<()> {
+/// What a fold's checkpoint `tag` is found to be.
+pub enum Found {
+    /// No checkpoint there.
+    Missing,
+    /// Present, every file matching the checksums in its `state.json`.
+    Intact(Checkpoint),
+    /// Present but unusable: an unreadable `state.json`, or a file that fails its checksum.
+    Failed(anyhow::Error),
+}
+
+/// Reads and verifies checkpoint `tag` of `fold`; `rebuild` is named in a failure.
+pub fn inspect(fold: &FoldDir, tag: &str, rebuild: &str) -> Found {
     let dir = fold.checkpoint(tag);
-    let weights = dir.join(CHECKPOINT_WEIGHTS);
+    match Checkpoint::read(&dir) {
+        Ok(None) if !dir.exists() => Found::Missing,
+        Ok(None) => Found::Failed(anyhow::anyhow!(
+            "{} has no {CHECKPOINT_STATE}; rebuild it with: {rebuild}",
+            dir.display()
+        )),
+        Ok(Some(c)) => match c.verify(rebuild) {
+            Ok(()) => Found::Intact(c),
+            Err(e) => Found::Failed(e),
+        },
+        Err(e) => Found::Failed(e),
+    }
+}
+
+/// Loads a verified checkpoint's weights into `varmap` and its moments into `opt`.
+pub fn restore(checkpoint: &Checkpoint, varmap: &mut VarMap, opt: &mut Optimizer) -> Result<()> {
+    let weights = checkpoint.file(CHECKPOINT_WEIGHTS);
     varmap
         .load(&weights)
         .with_context(|| format!("loading weights {}", weights.display()))?;
-    opt.load(&dir.join(CHECKPOINT_OPTIMIZER), state.step as u64)
+    opt.load(
+        &checkpoint.file(CHECKPOINT_OPTIMIZER),
+        checkpoint.state().step as u64,
+    )
 }

@@ -38,6 +38,19 @@ impl Cli {
         }
     }
 
+    /// This stage's command line for the same pipeline, data, run and folds: what a checkpoint
+    /// that fails verification names as the way to rebuild it.
+    pub fn command(&self) -> String {
+        let mut line = self.common.command("dfd-train", true);
+        if let Some(k) = self.fold {
+            line.push_str(&format!(" --fold {k}"));
+        }
+        if self.folds.is_some() {
+            line.push_str(" --folds all");
+        }
+        line
+    }
+
     pub fn throttle(&self) -> Duration {
         Duration::from_millis(self.throttle_ms)
     }

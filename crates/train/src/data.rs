@@ -12,24 +12,11 @@ use std::path::PathBuf;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use dfd_layout::manifest::ManifestRow;
-use dfd_layout::shards::{read_index, ShardReader};
+use dfd_layout::checkpoint::FeatureSource;
+use dfd_layout::shards::{FeatureRows, ShardReader, ShardSet};
 use dfd_layout::{backbone_key, DataRoot, PipelineConfig, Split};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
-use serde::{Deserialize, Serialize};
-
-/// Name of the feature tensor in a shard.
-const FEATURES: &str = "features";
-
-/// A feature directory a fold was trained from, with the hash of what made it (its index's
-/// `input_hash`): a resumed fold must see the same sources.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FeatureSource {
-    pub dir: PathBuf,
-    pub input_hash: String,
-}
 
 /// Where one row lives.
 #[derive(Clone, Copy, Debug)]
@@ -49,12 +36,14 @@ pub struct FeatureSet {
 }
 
 impl FeatureSet {
-    /// Opens every shard of the complete directories `dirs`, keeping the rows for whose manifest
-    /// id `keep` answers `true` (an error from `keep` is an error of the whole open, naming the
-    /// shard). Fails on an incomplete directory, a missing or non-float `features` tensor, or
-    /// rows of different shapes.
+    /// Opens every shard of the complete directories `dirs` (each checked against its index's
+    /// checksum; `rebuild` is the command that makes them again), keeping the rows for whose
+    /// manifest id `keep` answers `true` (an error from `keep` is an error of the whole open,
+    /// naming the shard). Fails on an incomplete directory, a changed shard, a missing or
+    /// non-float `features` tensor, or rows of different shapes.
     pub fn open(
         dirs: &[PathBuf],
+        rebuild: &str,
         keep: impl Fn(u32) -> Result<bool>,
     ) -> Result<(Self, Vec<FeatureSource>)> {
         let mut set = Self {
@@ -66,13 +55,12 @@ impl FeatureSet {
         };
         let mut sources = Vec::with_capacity(dirs.len());
         for dir in dirs {
-            let index = read_index(dir)?;
+            let shards = ShardSet::open(dir, rebuild)?;
             sources.push(FeatureSource {
                 dir: dir.clone(),
-                input_hash: index.input_hash.clone(),
+                input_hash: shards.index().input_hash.clone(),
             });
-            for entry in &index.shards {
-                let reader = ShardReader::open(&dir.join(&entry.file))?;
+            for reader in shards.shards()? {
                 set.add_shard(reader, &keep)?;
             }
         }
@@ -84,39 +72,18 @@ impl FeatureSet {
         reader: ShardReader,
         keep: &impl Fn(u32) -> Result<bool>,
     ) -> Result<()> {
-        let view = reader.tensor(FEATURES)?;
-        ensure!(
-            matches!(view.dtype(), Dtype::F16 | Dtype::F32),
-            "shard {}: `{FEATURES}` is {:?}, expected F16 or F32",
-            reader.path().display(),
-            view.dtype()
-        );
-        let shape = view.shape().to_vec();
-        ensure!(
-            !shape.is_empty(),
-            "shard {}: `{FEATURES}` has no row dimension",
-            reader.path().display()
-        );
+        let row_shape = reader.features()?.row_shape().to_vec();
         if self.readers.is_empty() && self.row_shape.is_empty() {
-            self.row_shape = shape[1..].to_vec();
+            self.row_shape = row_shape.clone();
         }
         ensure!(
-            shape[1..] == self.row_shape[..],
-            "shard {}: rows of shape {:?}, but earlier shards have {:?}",
+            row_shape == self.row_shape,
+            "shard {}: rows of shape {row_shape:?}, but earlier shards have {:?}",
             reader.path().display(),
-            &shape[1..],
             self.row_shape
         );
         let ids = reader.ids()?;
         let labels = reader.labels()?;
-        ensure!(
-            ids.len() == shape[0] && labels.len() == shape[0],
-            "shard {}: {} feature rows, {} ids, {} labels",
-            reader.path().display(),
-            shape[0],
-            ids.len(),
-            labels.len()
-        );
         let shard = self.readers.len();
         for (row, (&id, &label)) in ids.iter().zip(&labels).enumerate() {
             if keep(id).with_context(|| format!("shard {}", reader.path().display()))? {
@@ -157,11 +124,11 @@ impl FeatureSet {
     /// The rows `idx` as an f32 tensor `n × row_shape` and their labels as u32 `n`.
     pub fn batch(&self, idx: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
         let d = self.row_len();
-        let mut views: HashMap<usize, TensorView<'_>> = HashMap::new();
+        let mut views: HashMap<usize, FeatureRows<'_>> = HashMap::new();
         for &i in idx {
             let shard = self.rows[i].shard;
             if let std::collections::hash_map::Entry::Vacant(e) = views.entry(shard) {
-                e.insert(self.readers[shard].tensor(FEATURES)?);
+                e.insert(self.readers[shard].features()?);
             }
         }
         let mut values = vec![0f32; idx.len() * d];
@@ -170,21 +137,7 @@ impl FeatureSet {
             .zip(idx.par_iter())
             .for_each(|(out, &i)| {
                 let r = self.rows[i];
-                let view = &views[&r.shard];
-                match view.dtype() {
-                    Dtype::F16 => {
-                        let bytes = &view.data()[r.row * d * 2..(r.row + 1) * d * 2];
-                        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                            *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-                        }
-                    }
-                    _ => {
-                        let bytes = &view.data()[r.row * d * 4..(r.row + 1) * d * 4];
-                        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                        }
-                    }
-                }
+                views[&r.shard].decode_into(r.row..r.row + 1, out);
             });
         let mut shape = vec![idx.len()];
         shape.extend_from_slice(&self.row_shape);
@@ -219,11 +172,14 @@ pub fn train_features_dir(data: &DataRoot, cfg: &PipelineConfig, copy: u32) -> P
 impl FoldData {
     /// Opens fold `fold`'s training rows (copies of other folds) and validation rows (fold
     /// `fold`'s `a0`). Every id in the shards must be a train-split manifest row with a fold.
+    /// `rebuild` is the command that makes the feature directories again (named when a shard
+    /// fails its checksum).
     pub fn open(
         data: &DataRoot,
         cfg: &PipelineConfig,
         manifest: &[ManifestRow],
         fold: u8,
+        rebuild: &str,
     ) -> Result<Self> {
         let fold_of = |id: u32| -> Result<u8> {
             manifest
@@ -242,8 +198,9 @@ impl FoldData {
             .map(|c| train_features_dir(data, cfg, c))
             .collect();
         let a0 = train_dirs[0].clone();
-        let (train, mut sources) = FeatureSet::open(&train_dirs, |id| Ok(fold_of(id)? != fold))?;
-        let (val, val_sources) = FeatureSet::open(&[a0], |id| Ok(fold_of(id)? == fold))?;
+        let (train, mut sources) =
+            FeatureSet::open(&train_dirs, rebuild, |id| Ok(fold_of(id)? != fold))?;
+        let (val, val_sources) = FeatureSet::open(&[a0], rebuild, |id| Ok(fold_of(id)? == fold))?;
         sources.extend(val_sources);
         if train.is_empty() || val.is_empty() {
             bail!(

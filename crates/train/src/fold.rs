@@ -8,6 +8,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use dfd_layout::atomic::{read_json, write_json_atomic};
+use dfd_layout::checkpoint::{Best, Checkpoint, TrainState};
 use dfd_layout::config::TrainConfig;
 use dfd_layout::runlog::{self, LogRecord};
 use dfd_layout::{FoldDir, PipelineConfig};
@@ -15,7 +16,7 @@ use dfd_model::{init_layer4_from, resolve_weights, Arch, Cut, Head, HeadSpec, We
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, Best, TrainState};
+use crate::checkpoint::{self, Found};
 use crate::data::FoldData;
 use crate::loss::class_weights;
 use crate::monitor::Monitor;
@@ -98,14 +99,36 @@ pub fn adam_config(train: &TrainConfig) -> Result<AdamConfig> {
     })
 }
 
-/// Reads a finished fold's summary, if `complete.json` exists.
-pub fn completed(dir: &FoldDir) -> Result<Option<FoldSummary>> {
+/// Reads a finished fold's summary, if `complete.json` exists and the checkpoints it vouches
+/// for pass verification (`last`, and `best` when the summary has one): a fold whose checkpoint
+/// fails is not complete, and is retrained (`rebuild` is this stage's command, for the log).
+pub fn completed(dir: &FoldDir, rebuild: &str) -> Result<Option<FoldSummary>> {
     let path = dir.complete_marker();
-    if path.exists() {
-        read_json(&path).map(Some)
-    } else {
-        Ok(None)
+    if !path.exists() {
+        return Ok(None);
     }
+    let summary: FoldSummary = read_json(&path)?;
+    let mut tags = vec!["last"];
+    if summary.best.is_some() {
+        tags.push("best");
+    }
+    for tag in tags {
+        match checkpoint::inspect(dir, tag, rebuild) {
+            Found::Intact(_) => {}
+            Found::Missing => {
+                tracing::warn!(
+                    "{} is marked complete but has no checkpoint `{tag}`: retraining it",
+                    dir.path().display()
+                );
+                return Ok(None);
+            }
+            Found::Failed(e) => {
+                tracing::warn!("fold marked complete, but {e:#}: retraining it");
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(summary))
 }
 
 /// One fold's training job.
@@ -116,6 +139,8 @@ pub struct FoldJob<'a> {
     pub device: Device,
     /// Sleep after each step (tests use it to kill a run mid-training).
     pub throttle: Duration,
+    /// The command that retrains this fold, named when a checkpoint fails verification.
+    pub rebuild: String,
 }
 
 /// The model and optimiser being trained, with everything fixed for the fold.
@@ -143,14 +168,12 @@ impl FoldJob<'_> {
         let mut opt = Optimizer::new(adam_config(train)?, named_trainable(&head, &varmap)?);
         let batches_per_epoch = self.data.batches_per_epoch(train.batch_size);
         let total_steps = train.epochs * batches_per_epoch;
-        for tag in ["last", "best"] {
-            checkpoint::recover(&self.dir, tag)?;
-        }
         let log = self.dir.metrics();
-        let state = match checkpoint::read_state(&self.dir, "last")? {
-            Some(state) => {
-                self.check_resumable(&state, &weights_identity)?;
-                checkpoint::restore(&self.dir, "last", &mut varmap, &mut opt, &state)?;
+        let state = match self.resume_point()? {
+            Some(last) => {
+                self.check_resumable(last.state(), &weights_identity)?;
+                checkpoint::restore(&last, &mut varmap, &mut opt)?;
+                let state = last.into_state();
                 tracing::info!(
                     fold,
                     step = state.step,
@@ -159,17 +182,7 @@ impl FoldJob<'_> {
                 );
                 state
             }
-            None => TrainState {
-                fold,
-                step: 0,
-                epoch: 0,
-                best: None,
-                bad_validations: 0,
-                records: 0,
-                elapsed_s: 0.0,
-                sources: self.data.sources.clone(),
-                weights_identity,
-            },
+            None => TrainState::start(fold, self.data.sources.clone(), weights_identity),
         };
         std::fs::create_dir_all(self.dir.path())
             .with_context(|| format!("creating {}", self.dir.path().display()))?;
@@ -210,6 +223,89 @@ impl FoldJob<'_> {
         Ok(summary)
     }
 
+    /// The verified `last` checkpoint to resume from (`None`: train from scratch), after
+    /// repairing what fails verification so that the fold still ends bit-identical to an
+    /// uninterrupted run. Every save of `best` is followed by a save of `last` from the same state,
+    /// so a checkpoint of either tag at step s holds the bytes the other held (or would have held)
+    /// at step s:
+    /// - `last` failed or missing, `best` intact: `best` is copied to `last`, and training resumes
+    ///   from there (a resume from any saved step replays the rest exactly);
+    /// - `last` intact, `best` failed or missing although `last` records one: if that best is
+    ///   `last`'s own step, `last` is copied to `best`; otherwise nothing on disk holds those
+    ///   weights, and the fold is retrained from scratch;
+    /// - `best` failed and `last` records no best yet: `best` was written after `last` and will be
+    ///   written again, so it is removed;
+    /// - both failed: retrained from scratch.
+    fn resume_point(&self) -> Result<Option<Checkpoint>> {
+        for tag in ["last", "best"] {
+            checkpoint::recover(&self.dir, tag)?;
+        }
+        let last = checkpoint::inspect(&self.dir, "last", &self.rebuild);
+        let best = checkpoint::inspect(&self.dir, "best", &self.rebuild);
+        match (last, best) {
+            (Found::Intact(last), Found::Intact(_)) => Ok(Some(last)),
+            (Found::Missing, Found::Missing) => Ok(None),
+            (Found::Intact(last), best) => self.repair_best(last, best),
+            (last, Found::Intact(best)) => {
+                if let Found::Failed(e) = last {
+                    tracing::warn!("{e:#}: resuming from `best`, saved at a step `last` also held");
+                }
+                checkpoint::copy(&self.dir, &best, "last")?;
+                Checkpoint::open(&self.dir.checkpoint("last"), &self.rebuild).map(Some)
+            }
+            (Found::Failed(e), _) | (_, Found::Failed(e)) => {
+                tracing::warn!("{e:#}: no intact checkpoint to resume from; retraining the fold");
+                self.start_over()
+            }
+        }
+    }
+
+    /// [`FoldJob::resume_point`] when `last` is intact and `best` is missing or failed.
+    fn repair_best(&self, last: Checkpoint, best: Found) -> Result<Option<Checkpoint>> {
+        let best_dir = self.dir.checkpoint("best");
+        let problem = match best {
+            Found::Failed(e) => format!("{e:#}"),
+            _ => match &last.state().best {
+                None => return Ok(Some(last)),
+                Some(_) => format!(
+                    "{} is missing although {} records a best step",
+                    best_dir.display(),
+                    last.dir().display()
+                ),
+            },
+        };
+        match &last.state().best {
+            None => {
+                tracing::warn!("{problem}: removing it (it is saved again when reached)");
+                remove_dir(&best_dir)?;
+                Ok(Some(last))
+            }
+            Some(b) if b.step == last.state().step => {
+                tracing::warn!("{problem}: restoring it from `last`, saved at the same step");
+                checkpoint::copy(&self.dir, &last, "best")?;
+                Ok(Some(last))
+            }
+            Some(_) => {
+                tracing::warn!("{problem}: its weights are held nowhere else; retraining the fold");
+                self.start_over()
+            }
+        }
+    }
+
+    /// Removes both checkpoints and the completion marker: the fold trains from step 0 (the log
+    /// is truncated to no records).
+    fn start_over(&self) -> Result<Option<Checkpoint>> {
+        for tag in ["last", "best"] {
+            remove_dir(&self.dir.checkpoint(tag))?;
+        }
+        let marker = self.dir.complete_marker();
+        if marker.exists() {
+            std::fs::remove_file(&marker)
+                .with_context(|| format!("removing {}", marker.display()))?;
+        }
+        Ok(None)
+    }
+
     /// Refuses to resume a checkpoint made from other features or other layer4 weights.
     fn check_resumable(&self, state: &TrainState, weights_identity: &Option<String>) -> Result<()> {
         ensure!(
@@ -225,6 +321,14 @@ impl FoldJob<'_> {
         );
         Ok(())
     }
+}
+
+/// Removes directory `dir` if it exists.
+fn remove_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 impl Trainer<'_> {

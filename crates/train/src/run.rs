@@ -37,10 +37,11 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     pin_config(&ctx.run, &cfg.to_toml()?)?;
     let folds = cfg.train.fold.folds(cfg.split.folds)?;
+    let rebuild = cli.command();
     let mut summaries = Vec::with_capacity(folds.len());
     let mut pending = Vec::new();
     for &k in &folds {
-        match completed(&ctx.run.fold(k))? {
+        match completed(&ctx.run.fold(k), &rebuild)? {
             Some(s) => summaries.push(s),
             None => pending.push(k),
         }
@@ -54,9 +55,16 @@ pub fn run(cli: &Cli) -> Result<()> {
             let job = FoldJob {
                 cfg: &cfg,
                 dir: ctx.run.fold(k),
-                data: FoldData::open(&ctx.data, &cfg, &manifest, k)?,
+                data: FoldData::open(
+                    &ctx.data,
+                    &cfg,
+                    &manifest,
+                    k,
+                    &cli.common.command("dfd-extract", false),
+                )?,
                 device: device.clone(),
                 throttle: cli.throttle(),
+                rebuild: rebuild.clone(),
             };
             summaries.push(job.run()?);
         }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use dfd_layout::shards::{read_index, u32_bytes, ShardDir, ShardReader, TensorData};
+use dfd_layout::shards::{u32_bytes, FeatureDtype, ShardDir, ShardSet, TensorData};
 use safetensors::Dtype;
 
 /// The rows of an image directory, as written.
@@ -84,7 +84,7 @@ pub struct Features {
 
 /// Reads every shard of a complete feature directory, concatenated in index order.
 pub fn read_features(dir: &Path) -> Features {
-    let index = read_index(dir).unwrap();
+    let set = ShardSet::open(dir, "dfd-extract").unwrap();
     let mut out = Features {
         shape: Vec::new(),
         dtype: Dtype::F32,
@@ -92,13 +92,14 @@ pub fn read_features(dir: &Path) -> Features {
         labels: Vec::new(),
         ids: Vec::new(),
     };
-    for entry in &index.shards {
-        let r = ShardReader::open(&dir.join(&entry.file)).unwrap();
-        let f = r.tensor("features").unwrap();
-        assert_eq!(f.shape()[0], entry.rows);
-        out.shape = f.shape()[1..].to_vec();
-        out.dtype = f.dtype();
-        out.bytes.extend_from_slice(f.data());
+    for r in set.shards().unwrap() {
+        let f = r.features().unwrap();
+        out.shape = f.row_shape().to_vec();
+        out.dtype = match f.dtype() {
+            FeatureDtype::F16 => Dtype::F16,
+            FeatureDtype::F32 => Dtype::F32,
+        };
+        out.bytes.extend_from_slice(f.raw());
         out.labels.extend(r.labels().unwrap());
         out.ids.extend(r.ids().unwrap());
     }
