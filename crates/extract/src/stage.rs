@@ -49,7 +49,13 @@ pub fn plan_all(
         .map(|(split, k)| {
             let input = data.images(name, size, split, k);
             let output = data.features(name, &backbone, size, spec.cut.name(), split, k);
-            DirPlan::new(&input, &output, spec, config.preprocess.shard_bytes, rebuild)
+            DirPlan::new(
+                &input,
+                &output,
+                spec,
+                config.preprocess.shard_bytes,
+                rebuild,
+            )
         })
         .collect()
 }

@@ -396,7 +396,9 @@ fn corrupt(path: &Path) {
 fn a_corrupted_shard_is_named_and_the_rerun_redoes_just_it() {
     let s = Setup::new(16, 8, 10, 8 * 2048 * 4, POOLED);
     // An input image shard whose bytes changed: named, with the command that rebuilds it.
-    let image = s.data.join("prepared/t/s32/train/a1/shard-00001.safetensors");
+    let image = s
+        .data
+        .join("prepared/t/s32/train/a1/shard-00001.safetensors");
     let good = std::fs::read(&image).unwrap();
     corrupt(&image);
     let out = output_guarded(s.command(&[]));
@@ -418,7 +420,10 @@ fn a_corrupted_shard_is_named_and_the_rerun_redoes_just_it() {
 
     // A feature shard whose bytes changed: the complete directory is re-verified, and the rerun
     // computes that shard's 8 images again, byte-identical, instead of "nothing to do".
-    corrupt(&s.features().join("s32-pooled/train/a0/shard-00001.safetensors"));
+    corrupt(
+        &s.features()
+            .join("s32-pooled/train/a0/shard-00001.safetensors"),
+    );
     let out = output_guarded(s.command(&[]));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && log.contains("images=8"), "{log}");

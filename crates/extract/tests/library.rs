@@ -190,7 +190,14 @@ fn images_of_another_size_are_an_error() {
     let input = tmp.path().join("images");
     write_image_dir(&input, 16, &[2], 0);
     let spec = spec(1, Cut::Pooled, FeatureDtype::F32);
-    let plan = DirPlan::new(&input, &tmp.path().join("f"), &spec, 1 << 20, "dfd-preprocess").unwrap();
+    let plan = DirPlan::new(
+        &input,
+        &tmp.path().join("f"),
+        &spec,
+        1 << 20,
+        "dfd-preprocess",
+    )
+    .unwrap();
     let slice = SliceArgs {
         shard_index: 0,
         shard_count: 1,

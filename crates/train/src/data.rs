@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
-use dfd_layout::manifest::ManifestRow;
 use dfd_layout::checkpoint::FeatureSource;
+use dfd_layout::manifest::ManifestRow;
 use dfd_layout::shards::{FeatureRows, ShardReader, ShardSet};
 use dfd_layout::{backbone_key, DataRoot, PipelineConfig, Split};
 use rand::seq::SliceRandom;

@@ -43,7 +43,9 @@ fn check_val_eer_threshold(data: &std::path::Path, pipeline: &str, fold: u8) {
     varmap.load(dir.join("model.safetensors")).unwrap();
     let cfg = PipelineConfig::load(&root.run(pipeline, "main").config()).unwrap();
     let manifest = read_manifest(&root.manifest("synth")).unwrap();
-    let val = FoldData::open(&root, &cfg, &manifest, fold, "dfd-extract").unwrap().val;
+    let val = FoldData::open(&root, &cfg, &manifest, fold, "dfd-extract")
+        .unwrap()
+        .val;
     let (x, _) = val
         .batch(&(0..val.len()).collect::<Vec<_>>(), &Device::Cpu)
         .unwrap();

@@ -10,7 +10,8 @@ use common::{train, write_data, write_pipeline, Synth};
 use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_OPTIMIZER, CHECKPOINT_WEIGHTS};
 use dfd_layout::{DataRoot, FoldDir};
 
-const TRAIN: &str = "head = \"mlp\"\nhidden = [16]\ndropout = 0.3\noptimizer = \"adam\"\nlr = 1e-3\n\
+const TRAIN: &str =
+    "head = \"mlp\"\nhidden = [16]\ndropout = 0.3\noptimizer = \"adam\"\nlr = 1e-3\n\
                      epochs = 4\nbatch_size = 16\neval_every = 5\nlog_every = 3";
 
 /// Flips a few bytes in the middle of `path`, keeping its size.
