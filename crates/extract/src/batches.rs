@@ -84,7 +84,8 @@ impl InputRows {
             "rows {rows:?} are outside the {total} rows of {}",
             self.input.dir().display()
         );
-        let row_bytes = 3 * self.size * self.size;
+        let size = self.size;
+        let row_bytes = 3 * size * size;
         let mut images = Vec::with_capacity(rows.len() * row_bytes);
         let mut labels = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
@@ -94,7 +95,7 @@ impl InputRows {
             let n = self.starts.partition_point(|&s| s <= row) - 1;
             let (start, end) = (self.starts[n], self.starts[n + 1].min(rows.end));
             let shard = self.open_shard(n)?;
-            let data = shard.reader.images(self.size)?;
+            let data = shard.reader.images(size)?;
             images.extend_from_slice(&data[(row - start) * row_bytes..(end - start) * row_bytes]);
             labels.extend_from_slice(&shard.labels[row - start..end - start]);
             ids.extend_from_slice(&shard.ids[row - start..end - start]);
