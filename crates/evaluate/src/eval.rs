@@ -67,7 +67,7 @@ pub fn run(ctx: &StageContext, run_id: &str, checkpoint: Option<&str>) -> Result
                 .and_then(|row| difficulty_of(&row.path))
         })
         .collect();
-    let device = dfd_model::parse_device(&cfg.extract.device)?;
+    let device = dfd_model::parse_device(cfg.extract.device.as_str())?;
     let boot = BootstrapConfig {
         resamples: cfg.evaluate.bootstrap,
         seed: cfg.seed,

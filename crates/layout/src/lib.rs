@@ -3,7 +3,8 @@
 //! Paths of the layout ([`paths`]), the manifest and rejects lists ([`manifest`]), leak-free split
 //! assignment ([`split`]), resumable safetensors shard directories ([`shards`]), atomic writes
 //! ([`atomic`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log ([`runlog`]), the pipeline config
-//! shared by every stage ([`config`]) and the command-line plumbing they share ([`cli`]).
+//! shared by every stage ([`config`]), a run's pinned config ([`pin`]) and the command-line
+//! plumbing they share ([`cli`]).
 //! It knows nothing of images or models.
 
 pub mod atomic;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod hash;
 pub mod manifest;
 pub mod paths;
+pub mod pin;
 pub mod rng;
 pub mod runlog;
 pub mod shards;
