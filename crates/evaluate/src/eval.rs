@@ -80,7 +80,7 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
                 .and_then(|row| difficulty_of(&row.path))
         })
         .collect();
-    let device = dfd_model::parse_device(&cfg.extract.device)?;
+    let device = dfd_model::parse_device(cfg.extract.device.as_str())?;
     let boot = BootstrapConfig {
         resamples: cfg.evaluate.bootstrap,
         seed: cfg.seed,

@@ -123,14 +123,7 @@ fn make_run(dir: &Path) -> (DataRoot, PathBuf) {
 
     let (x, labels) = features();
     let ids: Vec<u32> = (0..N as u32).collect();
-    let feature_dir = data.features(
-        "toy",
-        &backbone_key(&cfg.extract.arch, &cfg.extract.weights),
-        cfg.preprocess.size,
-        &cfg.extract.cut,
-        Split::Test,
-        0,
-    );
+    let feature_dir = test_features(&data, &cfg);
     let shards = ShardDir::open(&feature_dir, "test-input", 1).unwrap();
     let (xb, idb) = (f32_bytes(&x), dfd_layout::shards::u32_bytes(&ids));
     shards
@@ -211,6 +204,18 @@ fn make_run(dir: &Path) -> (DataRoot, PathBuf) {
         append(&fold.metrics(), &log).unwrap();
     }
     (data, config_path)
+}
+
+/// The test split's feature directory of the pipeline `cfg`.
+fn test_features(data: &DataRoot, cfg: &PipelineConfig) -> PathBuf {
+    data.features(
+        "toy",
+        &backbone_key(&cfg.extract.arch, &cfg.extract.weights),
+        cfg.preprocess.size,
+        &cfg.extract.cut,
+        Split::Test,
+        0,
+    )
 }
 
 /// The stage's command on `data` with the pipeline `config`.
@@ -314,7 +319,11 @@ fn evaluates_a_two_fold_run() {
         )
     };
     for (file, stage) in [
-        (feature_dir.join("shard-00000.safetensors"), "dfd-extract"),
+        (
+            test_features(&data, &PipelineConfig::load(&config_path).unwrap())
+                .join("shard-00000.safetensors"),
+            "dfd-extract",
+        ),
         (
             run.fold(1).checkpoint("best").join("model.safetensors"),
             "dfd-train",

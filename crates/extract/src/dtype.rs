@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
+use dfd_layout::config::StorageDtype;
 use dfd_model::Cut;
 use serde::Serialize;
 
@@ -18,13 +19,12 @@ pub enum FeatureDtype {
 impl FeatureDtype {
     /// Resolves the config value `extract.dtype`: `f16`, `f32`, or `auto` = f32 for the pooled
     /// vector (small) and f16 for spatial maps (a 400 px layer3 map is 2.56 MB per image in f32).
-    pub fn resolve(setting: &str, cut: Cut) -> Result<Self> {
+    pub fn resolve(setting: StorageDtype, cut: Cut) -> Self {
         match setting {
-            "f16" => Ok(Self::F16),
-            "f32" => Ok(Self::F32),
-            "auto" if matches!(cut, Cut::Pooled | Cut::Logits) => Ok(Self::F32),
-            "auto" => Ok(Self::F16),
-            other => bail!("extract.dtype must be `auto`, `f16` or `f32`, got `{other}`"),
+            StorageDtype::F16 => Self::F16,
+            StorageDtype::F32 => Self::F32,
+            StorageDtype::Auto if matches!(cut, Cut::Pooled | Cut::Logits) => Self::F32,
+            StorageDtype::Auto => Self::F16,
         }
     }
 
@@ -93,20 +93,12 @@ mod tests {
 
     #[test]
     fn auto_is_f32_for_vectors_and_f16_for_maps() {
-        assert_eq!(
-            FeatureDtype::resolve("auto", Cut::Pooled).unwrap(),
-            FeatureDtype::F32
-        );
-        assert_eq!(
-            FeatureDtype::resolve("auto", Cut::Layer3).unwrap(),
-            FeatureDtype::F16
-        );
-        assert_eq!(
-            FeatureDtype::resolve("f32", Cut::Layer4).unwrap(),
-            FeatureDtype::F32
-        );
-        let err = FeatureDtype::resolve("bf16", Cut::Pooled).unwrap_err();
-        assert!(err.to_string().contains("bf16"), "{err}");
+        let resolve = FeatureDtype::resolve;
+        assert_eq!(resolve(StorageDtype::Auto, Cut::Pooled), FeatureDtype::F32);
+        assert_eq!(resolve(StorageDtype::Auto, Cut::Logits), FeatureDtype::F32);
+        assert_eq!(resolve(StorageDtype::Auto, Cut::Layer3), FeatureDtype::F16);
+        assert_eq!(resolve(StorageDtype::F32, Cut::Layer4), FeatureDtype::F32);
+        assert_eq!(resolve(StorageDtype::F16, Cut::Pooled), FeatureDtype::F16);
     }
 
     #[test]

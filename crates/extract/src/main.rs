@@ -13,6 +13,7 @@ use clap::Parser;
 use dfd_extract::{extract_dir, peak_rss_bytes, stage, DirJob, FeatureSpec};
 use dfd_layout::backbone_key;
 use dfd_layout::cli::{exit, init_tracing, mark_done, progress, CommonArgs, SliceArgs};
+use dfd_layout::config::DeviceSpec;
 use dfd_model::{parse_device, resolve_weights, Backbone, DType, ResolvedWeights, WeightsSource};
 use tracing::{info, warn};
 
@@ -30,7 +31,7 @@ struct Args {
     /// Device of the backbone, `cpu` or `cuda:N` (needs a build with the `cuda` feature);
     /// overrides `extract.device`.
     #[arg(long)]
-    device: Option<String>,
+    device: Option<DeviceSpec>,
     /// Images per forward pass; overrides `extract.batch_size`. It does not change the bytes
     /// written, so a resumed run may use another one.
     #[arg(long)]
@@ -51,7 +52,11 @@ fn run(args: &Args) -> Result<()> {
     args.slice.validate()?;
     let ctx = args.common.load()?;
     let x = &ctx.config.extract;
-    let source: WeightsSource = x.weights.parse().context("reading extract.weights")?;
+    let source: WeightsSource = x
+        .weights
+        .as_str()
+        .parse()
+        .context("reading extract.weights")?;
     let weights = resolve_weights(&source)
         .with_context(|| format!("finding the backbone weights {source}"))?;
     if args.check_weights {
@@ -74,7 +79,7 @@ fn run(args: &Args) -> Result<()> {
         info!("nothing to do: every feature shard of this process is already written");
         0.0
     } else {
-        let device = args.device.as_deref().unwrap_or(&x.device);
+        let device = args.device.as_ref().unwrap_or(&x.device);
         compute(&jobs, &spec, &weights, device, batch_size, todo)?
     };
 
@@ -116,11 +121,11 @@ fn compute(
     jobs: &[DirJob],
     spec: &FeatureSpec,
     weights: &ResolvedWeights,
-    device: &str,
+    device: &DeviceSpec,
     batch_size: usize,
     todo: usize,
 ) -> Result<f64> {
-    let device = parse_device(device)?;
+    let device = parse_device(device.as_str())?;
     let backbone = Backbone::load(&spec.arch, weights, &device, DType::F32)
         .with_context(|| format!("loading the {} backbone", spec.arch_name))?;
     info!(

@@ -10,17 +10,16 @@ use crate::plan::{DirPlan, FeatureSpec};
 /// The feature spec of `config.extract` at `config.preprocess.size`, with resolved `weights`.
 pub fn feature_spec(config: &PipelineConfig, weights: &ResolvedWeights) -> Result<FeatureSpec> {
     let x = &config.extract;
-    let arch: Arch = x.arch.parse().context("reading extract.arch")?;
-    let cut: Cut = x.cut.parse().context("reading extract.cut")?;
-    let dtype = FeatureDtype::resolve(&x.dtype, cut)?;
+    let arch: Arch = x.arch.as_str().parse().context("reading extract.arch")?;
+    let cut: Cut = x.cut.as_str().parse().context("reading extract.cut")?;
     Ok(FeatureSpec {
-        arch_name: x.arch.clone(),
+        arch_name: x.arch.to_string(),
         arch,
         weights_identity: weights.identity.clone(),
         pretrained: weights.source.is_pretrained(),
         cut,
         size: config.preprocess.size as usize,
-        dtype,
+        dtype: FeatureDtype::resolve(x.dtype, cut),
     })
 }
 
@@ -58,4 +57,54 @@ pub fn plan_all(
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use dfd_layout::config::{ArchName, CutName, DeviceSpec, WeightsSpec};
+    use dfd_model::{parse_device, WeightsSource};
+
+    use super::*;
+
+    /// Every value the config accepts turns into the model's type through its text form (the
+    /// conversion the stages use), and the model reads it as the same value.
+    #[test]
+    fn every_config_value_converts_to_the_model() {
+        for &name in ArchName::ALL {
+            let arch: Arch = name.as_str().parse().unwrap();
+            let preset = match name {
+                ArchName::ResNeXt50 => Arch::resnext50_32x4d(),
+                ArchName::ResNet50 => Arch::resnet50(),
+                ArchName::ResNeXt101 => Arch::resnext101_32x8d(),
+            };
+            assert_eq!(arch, preset, "{name}");
+        }
+        for &name in CutName::ALL {
+            let cut: Cut = name.as_str().parse().unwrap();
+            assert_eq!(cut.name(), name.as_str());
+        }
+        for text in [
+            "hf:a/b",
+            "hf:a/b/c.safetensors",
+            "hf:a/b/",
+            "random:7",
+            "w.safetensors",
+        ] {
+            let spec: WeightsSpec = text.parse().unwrap();
+            let source: WeightsSource = spec.as_str().parse().unwrap();
+            assert_eq!(
+                source.is_pretrained(),
+                !text.starts_with("random:"),
+                "{text}"
+            );
+        }
+        for text in ["cpu", "cuda", "cuda:1"] {
+            let spec: DeviceSpec = text.parse().unwrap();
+            if let Err(e) = parse_device(spec.as_str()) {
+                // Without the `cuda` feature (or a GPU) the device cannot open, but its
+                // syntax is never what fails.
+                assert!(!e.to_string().contains("unknown device"), "{text}: {e}");
+            }
+        }
+    }
 }

@@ -4,14 +4,24 @@
 //! wrong types are errors that name the key (serde's `deny_unknown_fields`, toml's spans). The
 //! pipeline's name is the file stem of its path (`pipelines/exp1-mlp-224.toml` → `exp1-mlp-224`).
 //!
-//! Model-related values (`arch`, `weights`, `cut`, `head`) are kept as strings here: this crate
-//! knows nothing of models; the stages parse them with `dfd-model` and report bad values.
+//! Enum-valued keys (`arch`, `weights`, `cut`, `dtype`, `device`, `head`, `optimizer`,
+//! `schedule`, `monitor`) are typed here ([`values`]), so a bad value fails when the file is
+//! parsed, in whichever stage reads it first, naming the key, the value and what is accepted.
+//! This crate still knows nothing of models: the stages turn these values into `dfd-model` types
+//! through their text form.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+mod values;
+
+pub use values::{
+    ArchName, BadValue, CutName, DeviceSpec, HeadKind, Monitor, OptimizerKind, ScheduleKind,
+    StorageDtype, WeightsSpec,
+};
 
 /// A whole pipeline file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -143,28 +153,24 @@ impl Default for AugmentConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExtractConfig {
-    /// `resnext50_32x4d`, `resnet50` or `resnext101_32x8d`.
-    pub arch: String,
-    /// `hf:<repo>[/<file>]`, a local `.safetensors` path, or `random:<seed>` (not pretrained).
-    pub weights: String,
-    /// `pooled`, `layer3` or `layer4`.
-    pub cut: String,
-    /// `f16` or `f32`; `auto` = f32 for pooled vectors, f16 for maps.
-    pub dtype: String,
+    pub arch: ArchName,
+    pub weights: WeightsSpec,
+    pub cut: CutName,
+    pub dtype: StorageDtype,
     pub batch_size: usize,
-    /// `cpu` or `cuda:N` (needs the `cuda` feature).
-    pub device: String,
+    /// Needs a build with the `cuda` feature for `cuda`/`cuda:N`.
+    pub device: DeviceSpec,
 }
 
 impl Default for ExtractConfig {
     fn default() -> Self {
         Self {
-            arch: "resnext50_32x4d".into(),
-            weights: "hf:timm/resnext50_32x4d.tv_in1k".into(),
-            cut: "pooled".into(),
-            dtype: "auto".into(),
+            arch: ArchName::ResNeXt50,
+            weights: WeightsSpec::default(),
+            cut: CutName::Pooled,
+            dtype: StorageDtype::Auto,
             batch_size: 32,
-            device: "cpu".into(),
+            device: DeviceSpec::default(),
         }
     }
 }
@@ -215,13 +221,11 @@ impl std::str::FromStr for FoldChoice {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// `mlp`, `linear` or `finetune-layer4`.
-    pub head: String,
+    pub head: HeadKind,
     /// Hidden layer sizes of the `mlp` head.
     pub hidden: Vec<usize>,
     pub dropout: f64,
-    /// `adam` (L2 added to the gradient) or `adamw` (decoupled weight decay).
-    pub optimizer: String,
+    pub optimizer: OptimizerKind,
     pub lr: f64,
     pub betas: [f64; 2],
     pub eps: f64,
@@ -230,8 +234,7 @@ pub struct TrainConfig {
     pub l1: f64,
     pub epochs: usize,
     pub batch_size: usize,
-    /// `none`, `step` or `cosine`.
-    pub schedule: String,
+    pub schedule: ScheduleKind,
     /// Linear warm-up steps (step and cosine schedules).
     pub warmup_steps: usize,
     /// Step schedule: multiply the rate by `gamma` every `step_epochs` epochs.
@@ -247,8 +250,7 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Early-stopping patience in validations (0 = off).
     pub patience: usize,
-    /// `val_auc`, `val_accuracy` or `val_loss`: what `best` and early stopping follow.
-    pub monitor: String,
+    pub monitor: Monitor,
     /// Fold to validate on, or `"all"` for k-fold cross-validation.
     pub fold: FoldChoice,
     /// Which augmented copies to train on: a0 plus this many of a1..aK (all when larger).
@@ -258,10 +260,10 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            head: "mlp".into(),
+            head: HeadKind::Mlp,
             hidden: vec![1024, 512],
             dropout: 0.5,
-            optimizer: "adamw".into(),
+            optimizer: OptimizerKind::AdamW,
             lr: 1e-4,
             betas: [0.9, 0.999],
             eps: 1e-8,
@@ -269,7 +271,7 @@ impl Default for TrainConfig {
             l1: 0.0,
             epochs: 10,
             batch_size: 64,
-            schedule: "none".into(),
+            schedule: ScheduleKind::None,
             warmup_steps: 0,
             step_epochs: 10,
             gamma: 0.1,
@@ -278,7 +280,7 @@ impl Default for TrainConfig {
             log_every: 10,
             eval_every: 0,
             patience: 0,
-            monitor: "val_auc".into(),
+            monitor: Monitor::ValAuc,
             fold: FoldChoice::One(0),
             copies: u32::MAX,
         }
@@ -369,6 +371,7 @@ impl PipelineConfig {
         if self.extract.batch_size == 0 || self.train.batch_size == 0 {
             bail!("extract.batch_size and train.batch_size must be positive");
         }
+        self.validate_train()?;
         if let ClassWeights::Named(n) = &self.train.class_weights {
             if n != "none" && n != "balanced" {
                 bail!(
@@ -377,6 +380,25 @@ impl PipelineConfig {
             }
         }
         self.train.fold.folds(s.folds)?;
+        Ok(())
+    }
+
+    /// The `[train]` checks that need more than one key.
+    fn validate_train(&self) -> Result<()> {
+        let t = &self.train;
+        if !(0.0..1.0).contains(&t.dropout) {
+            bail!("train.dropout must be in [0, 1), got {}", t.dropout);
+        }
+        if t.schedule == ScheduleKind::Step && t.step_epochs == 0 {
+            bail!("train.step_epochs must be positive with train.schedule = \"step\"");
+        }
+        if t.head == HeadKind::FinetuneLayer4 && self.extract.cut != CutName::Layer3 {
+            bail!(
+                "train.head = \"finetune-layer4\" trains on layer3 maps, but extract.cut = \"{}\" \
+                 (set extract.cut = \"layer3\")",
+                self.extract.cut
+            );
+        }
         Ok(())
     }
 
@@ -429,6 +451,42 @@ mod tests {
             PipelineConfig::from_toml("[preprocess]\nsize = \"big\"\n", "p.toml").unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("size"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_enum_value_names_key_value_and_accepted_values() {
+        let err =
+            PipelineConfig::from_toml("[train]\noptimizer = \"sgd\"\n", "p.toml").unwrap_err();
+        let msg = format!("{err:#}");
+        for needle in [
+            "p.toml",
+            "train.optimizer",
+            "\"sgd\"",
+            "adam, adamw",
+            "line 2",
+        ] {
+            assert!(msg.contains(needle), "no {needle:?} in {msg}");
+        }
+    }
+
+    #[test]
+    fn cross_key_checks_fail_at_parse() {
+        for (text, needle) in [
+            ("[train]\ndropout = 1.0\n", "train.dropout"),
+            (
+                "[train]\nschedule = \"step\"\nstep_epochs = 0\n",
+                "train.step_epochs",
+            ),
+            (
+                "[train]\nhead = \"finetune-layer4\"\n",
+                "extract.cut = \"pooled\"",
+            ),
+        ] {
+            let msg = format!("{:#}", PipelineConfig::from_toml(text, "t").unwrap_err());
+            assert!(msg.contains(needle), "no {needle:?} in {msg}");
+        }
+        let ok = "[extract]\ncut = \"layer3\"\n[train]\nhead = \"finetune-layer4\"\n";
+        assert!(PipelineConfig::from_toml(ok, "t").is_ok());
     }
 
     #[test]

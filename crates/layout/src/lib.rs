@@ -5,8 +5,8 @@
 //! ([`shards`]), checkpoint files and `state.json` ([`checkpoint`]), checksums checked on read
 //! ([`verify`]), atomic writes ([`atomic`]), locks ([`lock`]) and the host/pid identity they carry
 //! ([`process`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log
-//! ([`runlog`]), the pipeline config shared by every stage ([`config`]) and the command-line
-//! plumbing they share ([`cli`]).
+//! ([`runlog`]), the pipeline config shared by every stage ([`config`]), a run's pinned config
+//! ([`pin`]) and the command-line plumbing they share ([`cli`]).
 //! It knows nothing of images or models.
 
 pub mod atomic;
@@ -18,6 +18,7 @@ pub mod lock;
 pub mod manifest;
 pub mod paths;
 pub mod process;
+pub mod pin;
 pub mod rng;
 pub mod runlog;
 pub mod shards;

@@ -82,16 +82,18 @@ impl DataRoot {
             .join(format!("a{copy}"))
     }
 
-    /// `features/<dataset>/<backbone>/s<size>-<cut>/<split>/a<copy>`; `backbone` from [`backbone_key`].
+    /// `features/<dataset>/<backbone>/s<size>-<cut>/<split>/a<copy>`; `backbone` from [`backbone_key`],
+    /// `cut` the name of `extract.cut`.
     pub fn features(
         &self,
         dataset: &str,
         backbone: &str,
         size: u32,
-        cut: &str,
+        cut: impl AsRef<str>,
         split: Split,
         copy: u32,
     ) -> PathBuf {
+        let cut = cut.as_ref();
         self.root
             .join("features")
             .join(dataset)
@@ -110,8 +112,10 @@ impl DataRoot {
 }
 
 /// The directory name of a backbone's features: architecture and weights source, e.g.
-/// `resnext50_32x4d@hf-timm-resnext50_32x4d.tv_in1k`, `resnet50@random-7`, `resnet50@file-mine`.
-pub fn backbone_key(arch: &str, weights: &str) -> String {
+/// `resnext50_32x4d@hf-timm-resnext50_32x4d.tv_in1k`, `resnet50@random-7`, `resnet50@file-mine`,
+/// from the text of `extract.arch` and `extract.weights`.
+pub fn backbone_key(arch: impl AsRef<str>, weights: impl AsRef<str>) -> String {
+    let (arch, weights) = (arch.as_ref(), weights.as_ref());
     let tag = if let Some(repo) = weights.strip_prefix("hf:") {
         format!("hf-{repo}")
     } else if let Some(seed) = weights.strip_prefix("random:") {

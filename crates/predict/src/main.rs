@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dfd_imaging::RgbImage;
+use dfd_layout::config::DeviceSpec;
 use dfd_layout::{PipelineConfig, RunDir};
 use dfd_model::{imagenet_normalize, parse_device, DType, Device, Tensor};
 use rayon::prelude::*;
@@ -74,9 +75,9 @@ struct Args {
     /// Images per forward pass (default: the config's extract.batch_size).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// cpu or cuda:N (default: the config's extract.device).
+    /// cpu, cuda or cuda:N (default: the config's extract.device).
     #[arg(long)]
-    device: Option<String>,
+    device: Option<DeviceSpec>,
 }
 
 fn main() -> ExitCode {
@@ -121,7 +122,12 @@ fn run(args: &Args) -> Result<()> {
     if batch_size == 0 {
         bail!("--batch-size must be positive");
     }
-    let device = parse_device(args.device.as_deref().unwrap_or(&config.extract.device))?;
+    let device = parse_device(
+        args.device
+            .as_ref()
+            .unwrap_or(&config.extract.device)
+            .as_str(),
+    )?;
     let folds = match args.fold {
         Some(k) => vec![k],
         None => run

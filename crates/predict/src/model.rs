@@ -129,14 +129,17 @@ impl Predictor {
         let extract = &config.extract;
         let arch: Arch = extract
             .arch
+            .as_str()
             .parse()
             .context("reading extract.arch of the run's config")?;
         let cut: Cut = extract
             .cut
+            .as_str()
             .parse()
             .context("reading extract.cut of the run's config")?;
         let source: WeightsSource = extract
             .weights
+            .as_str()
             .parse()
             .context("reading extract.weights of the run's config")?;
         let weights = resolve_weights(&source)

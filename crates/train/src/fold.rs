@@ -4,22 +4,24 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use dfd_layout::atomic::{read_json, write_json_atomic};
 use dfd_layout::checkpoint::{Best, Checkpoint, TrainState};
-use dfd_layout::config::TrainConfig;
+use dfd_layout::config::{ArchName, HeadKind, TrainConfig};
 use dfd_layout::runlog::{self, LogRecord};
 use dfd_layout::{FoldDir, PipelineConfig};
-use dfd_model::{init_layer4_from, resolve_weights, Arch, Cut, Head, HeadSpec, WeightsSource};
+use dfd_model::{
+    init_layer4_from, resolve_weights, Arch, Cut, Head, HeadSpec, ResolvedWeights, WeightsSource,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, Found};
 use crate::data::FoldData;
 use crate::loss::class_weights;
-use crate::monitor::Monitor;
+use crate::monitor::{self, Monitor};
 use crate::optim::{AdamConfig, Optimizer};
 use crate::schedule::LrSchedule;
 use crate::step::{named_trainable, train_step, validate, NonFiniteLoss, StepSettings, Validation};
@@ -34,23 +36,19 @@ pub struct FoldSummary {
     pub elapsed_s: f64,
 }
 
-/// The head `train.head` describes for feature rows of `row_shape`.
-pub fn head_spec(train: &TrainConfig, arch: &str, row_shape: &[usize]) -> Result<HeadSpec> {
+/// The head `train.head` describes for feature rows of `row_shape` (of a backbone `arch`).
+pub fn head_spec(train: &TrainConfig, arch: ArchName, row_shape: &[usize]) -> Result<HeadSpec> {
     let input: usize = row_shape.iter().product();
     let dropout = train.dropout as f32;
-    ensure!(
-        (0.0..1.0).contains(&dropout),
-        "train.dropout must be in [0, 1), got {dropout}"
-    );
-    Ok(match train.head.as_str() {
-        "mlp" => HeadSpec::Mlp {
+    Ok(match train.head {
+        HeadKind::Mlp => HeadSpec::Mlp {
             input,
             hidden: train.hidden.clone(),
             dropout,
         },
-        "linear" => HeadSpec::Linear { input, dropout },
-        "finetune-layer4" => {
-            let arch: Arch = arch.parse()?;
+        HeadKind::Linear => HeadSpec::Linear { input, dropout },
+        HeadKind::FinetuneLayer4 => {
+            let arch: Arch = arch.as_str().parse()?;
             let channels = arch.channels(Cut::Layer3);
             ensure!(
                 row_shape.len() == 3 && row_shape[0] == channels,
@@ -59,30 +57,53 @@ pub fn head_spec(train: &TrainConfig, arch: &str, row_shape: &[usize]) -> Result
             );
             HeadSpec::FinetuneLayer4 { arch, dropout }
         }
-        other => bail!("train.head must be `mlp`, `linear` or `finetune-layer4`, got `{other}`"),
     })
 }
 
+/// The head every fold of a run trains, settled before the run is pinned: its spec and, for
+/// `finetune-layer4`, the backbone weights (`extract.weights`) its layer4 starts from.
+pub struct HeadPlan {
+    spec: HeadSpec,
+    layer4: Option<ResolvedWeights>,
+}
+
+impl HeadPlan {
+    /// The head of `cfg` for feature rows of `row_shape`; finds (and hashes) the layer4 weights of
+    /// a `finetune-layer4` head, so a missing weights file fails here.
+    pub fn new(cfg: &PipelineConfig, row_shape: &[usize]) -> Result<Self> {
+        let spec = head_spec(&cfg.train, cfg.extract.arch, row_shape)?;
+        let layer4 = match spec {
+            HeadSpec::FinetuneLayer4 { .. } => {
+                let source: WeightsSource = cfg.extract.weights.as_str().parse()?;
+                let weights = resolve_weights(&source)
+                    .with_context(|| format!("finding the layer4 weights {source}"))?;
+                Some(weights)
+            }
+            _ => None,
+        };
+        Ok(Self { spec, layer4 })
+    }
+}
+
 /// A freshly initialised head: Linear layers from `stream(seed, "init", [fold])`, layer4 (for
-/// `finetune-layer4`) from the backbone weights of `extract.weights`. Returns the head, its
-/// VarMap and the identity of the layer4 weights.
+/// `finetune-layer4`) from the plan's backbone weights. Returns the head, its VarMap and the
+/// identity of the layer4 weights.
 pub fn init_head(
     cfg: &PipelineConfig,
-    spec: &HeadSpec,
+    plan: &HeadPlan,
     fold: u8,
     device: &Device,
 ) -> Result<(Head, VarMap, Option<String>)> {
+    let spec = &plan.spec;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let seed: u64 = dfd_layout::rng::stream(cfg.seed, "init", &[u64::from(fold)]).random();
     let head =
         Head::new_seeded(spec, vb, seed).with_context(|| format!("building head {spec:?}"))?;
-    let identity = match spec {
-        HeadSpec::FinetuneLayer4 { arch, .. } => {
-            let source: WeightsSource = cfg.extract.weights.parse()?;
-            let weights = resolve_weights(&source)?;
-            init_layer4_from(&varmap, &weights, arch)?;
-            Some(weights.identity)
+    let identity = match (spec, &plan.layer4) {
+        (HeadSpec::FinetuneLayer4 { arch, .. }, Some(weights)) => {
+            init_layer4_from(&varmap, weights, arch)?;
+            Some(weights.identity.clone())
         }
         _ => None,
     };
@@ -90,13 +111,13 @@ pub fn init_head(
 }
 
 /// The optimiser `train` describes.
-pub fn adam_config(train: &TrainConfig) -> Result<AdamConfig> {
-    Ok(AdamConfig {
-        kind: train.optimizer.parse()?,
+pub fn adam_config(train: &TrainConfig) -> AdamConfig {
+    AdamConfig {
+        kind: train.optimizer,
         betas: train.betas,
         eps: train.eps,
         weight_decay: train.weight_decay,
-    })
+    }
 }
 
 /// Reads a finished fold's summary, if `complete.json` exists and the checkpoints it vouches
@@ -136,6 +157,7 @@ pub struct FoldJob<'a> {
     pub cfg: &'a PipelineConfig,
     pub dir: FoldDir,
     pub data: FoldData,
+    pub head: &'a HeadPlan,
     pub device: Device,
     /// Sleep after each step (tests use it to kill a run mid-training).
     pub throttle: Duration,
@@ -163,9 +185,10 @@ impl FoldJob<'_> {
     pub fn run(&self) -> Result<FoldSummary> {
         let train = &self.cfg.train;
         let fold = self.data.fold;
-        let spec = head_spec(train, &self.cfg.extract.arch, self.data.train.row_shape())?;
-        let (head, mut varmap, weights_identity) = init_head(self.cfg, &spec, fold, &self.device)?;
-        let mut opt = Optimizer::new(adam_config(train)?, named_trainable(&head, &varmap)?);
+        let spec = self.head.spec.clone();
+        let (head, mut varmap, weights_identity) =
+            init_head(self.cfg, self.head, fold, &self.device)?;
+        let mut opt = Optimizer::new(adam_config(train), named_trainable(&head, &varmap)?);
         let batches_per_epoch = self.data.batches_per_epoch(train.batch_size);
         let total_steps = train.epochs * batches_per_epoch;
         let log = self.dir.metrics();
@@ -202,8 +225,8 @@ impl FoldJob<'_> {
                 clip_grad_norm: train.clip_grad_norm,
                 class_weights: class_weights(&train.class_weights, self.data.train.labels())?,
             },
-            schedule: LrSchedule::new(train, total_steps)?,
-            monitor: train.monitor.parse()?,
+            schedule: LrSchedule::new(train, total_steps),
+            monitor: train.monitor,
             spec,
             head,
             varmap,
@@ -430,16 +453,19 @@ impl Trainer<'_> {
         self.append(log, state, record)?;
         tracing::info!(fold = job.data.fold, epoch, step = state.step, val_loss = v.loss, val_accuracy = v.accuracy, val_auc = ?v.auc, "validation");
         let best_value = state.best.as_ref().map(|b| {
-            self.monitor.value(&Validation {
-                loss: b.val_loss,
-                accuracy: b.val_accuracy,
-                auc: b.val_auc,
-                eer_threshold: b.val_eer_threshold,
-            })
+            monitor::value(
+                self.monitor,
+                &Validation {
+                    loss: b.val_loss,
+                    accuracy: b.val_accuracy,
+                    auc: b.val_auc,
+                    eer_threshold: b.val_eer_threshold,
+                },
+            )
         });
         if self
             .monitor
-            .improves(self.monitor.value(&v), best_value.flatten())
+            .improves(monitor::value(self.monitor, &v), best_value.flatten())
         {
             state.best = Some(Best {
                 epoch,

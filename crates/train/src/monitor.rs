@@ -1,54 +1,16 @@
-//! What `best` and early stopping follow.
+//! The value `best` and early stopping follow: the config's typed `train.monitor` read off a
+//! validation (its direction is [`Monitor::improves`]).
 
-use std::str::FromStr;
-
-use anyhow::{bail, Result};
+pub use dfd_layout::config::Monitor;
 
 use crate::step::Validation;
 
-/// A validation metric and its direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Monitor {
-    ValAuc,
-    ValAccuracy,
-    ValLoss,
-}
-
-impl FromStr for Monitor {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "val_auc" => Ok(Self::ValAuc),
-            "val_accuracy" => Ok(Self::ValAccuracy),
-            "val_loss" => Ok(Self::ValLoss),
-            other => bail!(
-                "train.monitor must be `val_auc`, `val_accuracy` or `val_loss`, got `{other}`"
-            ),
-        }
-    }
-}
-
-impl Monitor {
-    /// The monitored value (`None`: AUC of a single-class validation fold).
-    pub fn value(self, v: &Validation) -> Option<f64> {
-        match self {
-            Self::ValAuc => v.auc,
-            Self::ValAccuracy => Some(v.accuracy),
-            Self::ValLoss => Some(v.loss),
-        }
-    }
-
-    /// Whether `new` improves on the best so far (`None`: nothing yet, so anything improves;
-    /// an undefined new value never improves on a defined one).
-    pub fn improves(self, new: Option<f64>, best: Option<f64>) -> bool {
-        match (new, best) {
-            (_, None) => true,
-            (None, Some(_)) => false,
-            (Some(n), Some(b)) => match self {
-                Self::ValLoss => n < b,
-                Self::ValAuc | Self::ValAccuracy => n > b,
-            },
-        }
+/// The monitored value of `v` (`None`: AUC of a single-class validation fold).
+pub fn value(monitor: Monitor, v: &Validation) -> Option<f64> {
+    match monitor {
+        Monitor::ValAuc => v.auc,
+        Monitor::ValAccuracy => Some(v.accuracy),
+        Monitor::ValLoss => Some(v.loss),
     }
 }
 
@@ -57,13 +19,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn directions() {
-        assert!(Monitor::ValLoss.improves(Some(0.1), Some(0.2)));
-        assert!(!Monitor::ValLoss.improves(Some(0.2), Some(0.2)));
-        assert!(Monitor::ValAuc.improves(Some(0.7), Some(0.6)));
-        assert!(!Monitor::ValAccuracy.improves(Some(0.5), Some(0.6)));
-        assert!(Monitor::ValAuc.improves(None, None));
-        assert!(!Monitor::ValAuc.improves(None, Some(0.5)));
-        assert!("val_f1".parse::<Monitor>().is_err());
+    fn reads_the_named_metric() {
+        let v = Validation {
+            loss: 0.3,
+            accuracy: 0.8,
+            auc: None,
+            eer_threshold: None,
+        };
+        assert_eq!(value(Monitor::ValLoss, &v), Some(0.3));
+        assert_eq!(value(Monitor::ValAccuracy, &v), Some(0.8));
+        assert_eq!(value(Monitor::ValAuc, &v), None);
     }
 }

@@ -12,9 +12,8 @@
 //! step count is kept by the caller's checkpoint (see [`Optimizer::steps`]).
 
 use std::path::Path;
-use std::str::FromStr;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use dfd_layout::shards::{encode, TensorData};
@@ -22,25 +21,8 @@ use dfd_ops::{update_f32, with_f32};
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
-/// Which weight-decay flavour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptimizerKind {
-    /// L2 added to the gradient (PyTorch `Adam(weight_decay=…)`).
-    Adam,
-    /// Decoupled weight decay (PyTorch `AdamW`).
-    AdamW,
-}
-
-impl FromStr for OptimizerKind {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "adam" => Ok(Self::Adam),
-            "adamw" => Ok(Self::AdamW),
-            other => bail!("train.optimizer must be `adam` or `adamw`, got `{other}`"),
-        }
-    }
-}
+/// Which weight-decay flavour: the config's typed `train.optimizer`.
+pub use dfd_layout::config::OptimizerKind;
 
 /// Hyper-parameters of the optimiser (the rate comes per step, from the schedule).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,17 +1,20 @@
-//! The whole stage: resolve and pin the config, train each fold, summarise, mark done.
+//! The whole stage: resolve the config, check everything the pending folds need, pin the
+//! config, train each fold, summarise, mark done.
 
-use anyhow::{bail, Context, Result};
-use dfd_layout::atomic::{write_atomic, write_json_atomic};
+use anyhow::{Context, Result};
+use candle_core::Device;
+use dfd_layout::atomic::write_json_atomic;
 use dfd_layout::cli::mark_done;
-use dfd_layout::manifest::read_manifest;
-use dfd_layout::RunDir;
+use dfd_layout::config::Monitor;
+use dfd_layout::manifest::{read_manifest, ManifestRow};
+use dfd_layout::{DataRoot, PipelineConfig};
 use dfd_metrics::{mean_std, MeanStd};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::Cli;
 use crate::data::FoldData;
-use crate::fold::{completed, FoldJob, FoldSummary};
+use crate::fold::{completed, FoldJob, FoldSummary, HeadPlan};
 
 /// File name of the cross-validation summary at run level.
 pub const CV_SUMMARY: &str = "cv_summary.json";
@@ -19,7 +22,7 @@ pub const CV_SUMMARY: &str = "cv_summary.json";
 /// `cv_summary.json`: per-fold best validation metrics and their mean ± std.
 #[derive(Debug, Serialize)]
 pub struct CvSummary {
-    pub monitor: String,
+    pub monitor: Monitor,
     pub folds: Vec<FoldSummary>,
     pub val_loss: Option<MeanStd>,
     pub val_accuracy: Option<MeanStd>,
@@ -35,7 +38,6 @@ pub fn run(cli: &Cli) -> Result<()> {
         cfg.train.fold = choice;
         cfg.validate().context("the --fold/--folds override")?;
     }
-    pin_config(&ctx.run, &cfg.to_toml()?)?;
     let folds = cfg.train.fold.folds(cfg.split.folds)?;
     let rebuild = cli.command();
     let mut summaries = Vec::with_capacity(folds.len());
@@ -46,32 +48,39 @@ pub fn run(cli: &Cli) -> Result<()> {
             None => pending.push(k),
         }
     }
-    if pending.is_empty() {
-        tracing::info!(run = %ctx.run.path().display(), "every fold is already trained: nothing to do");
-    } else {
-        let manifest = read_manifest(&ctx.data.manifest(&cfg.dataset.name))?;
-        let device = dfd_model::parse_device(&cfg.extract.device)?;
-        for &k in &pending {
-            let job = FoldJob {
-                cfg: &cfg,
-                dir: ctx.run.fold(k),
-                data: FoldData::open(
-                    &ctx.data,
-                    &cfg,
-                    &manifest,
-                    k,
-                    &cli.common.command("dfd-extract", false),
-                )?,
-                device: device.clone(),
-                throttle: cli.throttle(),
-                rebuild: rebuild.clone(),
-            };
-            summaries.push(job.run()?);
+    let extract_cmd = cli.common.command("dfd-extract", false);
+    let setup = match pending.first() {
+        Some(&first) => Some(Setup::new(&ctx.data, &cfg, first, &extract_cmd)?),
+        None => None,
+    };
+    ctx.run.pin_config(&cfg)?;
+    match setup {
+        None => {
+            tracing::info!(run = %ctx.run.path().display(), "every fold is already trained: nothing to do");
         }
-        summaries.sort_by_key(|s| s.fold);
+        Some(setup) => {
+            let mut first = Some(setup.first);
+            for &k in &pending {
+                let data = match first.take() {
+                    Some(data) => data,
+                    None => FoldData::open(&ctx.data, &cfg, &setup.manifest, k, &extract_cmd)?,
+                };
+                let job = FoldJob {
+                    cfg: &cfg,
+                    dir: ctx.run.fold(k),
+                    data,
+                    head: &setup.head,
+                    device: setup.device.clone(),
+                    throttle: cli.throttle(),
+                    rebuild: rebuild.clone(),
+                };
+                summaries.push(job.run()?);
+            }
+            summaries.sort_by_key(|s| s.fold);
+        }
     }
     let trained = !pending.is_empty();
-    let summary = cv_summary(&cfg.train.monitor, summaries)?;
+    let summary = cv_summary(cfg.train.monitor, summaries)?;
     let summary_path = ctx.run.path().join(CV_SUMMARY);
     if trained || !summary_path.exists() {
         write_json_atomic(&summary_path, &summary)?;
@@ -88,24 +97,31 @@ pub fn run(cli: &Cli) -> Result<()> {
     )
 }
 
-/// Writes the run's `config.toml`, or checks that an existing one is byte-equal: a run directory
-/// never mixes two experiments.
-fn pin_config(run: &RunDir, resolved: &str) -> Result<()> {
-    let path = run.config();
-    if path.exists() {
-        let existing = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if existing != resolved {
-            bail!(
-                "{} was made with a different resolved config (another pipeline file, --fold/--folds, or edited \
-                 settings); refusing to mix experiments: use another --run-id, or delete {} to start over",
-                path.display(),
-                run.path().display()
-            );
-        }
-        return Ok(());
+/// What the pending folds share, checked before the run's config is pinned: everything that can
+/// fail on config grounds (the manifest and feature directories the config names, the device,
+/// the head and its layer4 weights) fails here, so a failed config never pins the run.
+struct Setup {
+    manifest: Vec<ManifestRow>,
+    device: Device,
+    head: HeadPlan,
+    /// The first pending fold's rows, opened to find the features and their shape.
+    first: FoldData,
+}
+
+impl Setup {
+    /// `extract_cmd` is the command that rebuilds the features, named if one fails its check.
+    fn new(data: &DataRoot, cfg: &PipelineConfig, first: u8, extract_cmd: &str) -> Result<Self> {
+        let manifest = read_manifest(&data.manifest(&cfg.dataset.name))?;
+        let device = dfd_model::parse_device(cfg.extract.device.as_str())?;
+        let first = FoldData::open(data, cfg, &manifest, first, extract_cmd)?;
+        let head = HeadPlan::new(cfg, first.train.row_shape())?;
+        Ok(Self {
+            manifest,
+            device,
+            head,
+            first,
+        })
     }
-    write_atomic(&path, resolved.as_bytes())
 }
 
 fn stat(values: &[f64]) -> Result<Option<MeanStd>> {
@@ -116,13 +132,13 @@ fn stat(values: &[f64]) -> Result<Option<MeanStd>> {
 }
 
 /// Mean ± std of each fold's best validation metrics.
-pub fn cv_summary(monitor: &str, folds: Vec<FoldSummary>) -> Result<CvSummary> {
+pub fn cv_summary(monitor: Monitor, folds: Vec<FoldSummary>) -> Result<CvSummary> {
     let best: Vec<_> = folds.iter().filter_map(|f| f.best.as_ref()).collect();
     let loss: Vec<f64> = best.iter().map(|b| b.val_loss).collect();
     let acc: Vec<f64> = best.iter().map(|b| b.val_accuracy).collect();
     let auc: Vec<f64> = best.iter().filter_map(|b| b.val_auc).collect();
     Ok(CvSummary {
-        monitor: monitor.to_owned(),
+        monitor,
         val_loss: stat(&loss)?,
         val_accuracy: stat(&acc)?,
         val_auc: stat(&auc)?,

@@ -2,8 +2,7 @@
 
 use std::f64::consts::PI;
 
-use anyhow::{bail, Result};
-use dfd_layout::config::TrainConfig;
+use dfd_layout::config::{ScheduleKind, TrainConfig};
 
 /// The rate at each optimiser step.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,24 +26,23 @@ enum Kind {
 }
 
 impl LrSchedule {
-    /// The schedule of `train` for a run of `total_steps` optimiser steps.
-    pub fn new(train: &TrainConfig, total_steps: usize) -> Result<Self> {
-        let kind = match train.schedule.as_str() {
-            "none" => Kind::None,
-            "step" if train.step_epochs == 0 => bail!("train.step_epochs must be positive"),
-            "step" => Kind::Step {
+    /// The schedule of `train` for a run of `total_steps` optimiser steps. `train` is a validated
+    /// config's (`PipelineConfig::validate` makes `step_epochs` positive for the step schedule).
+    pub fn new(train: &TrainConfig, total_steps: usize) -> Self {
+        let kind = match train.schedule {
+            ScheduleKind::None => Kind::None,
+            ScheduleKind::Step => Kind::Step {
                 every_epochs: train.step_epochs,
                 gamma: train.gamma,
             },
-            "cosine" => Kind::Cosine,
-            other => bail!("train.schedule must be `none`, `step` or `cosine`, got `{other}`"),
+            ScheduleKind::Cosine => Kind::Cosine,
         };
-        Ok(Self {
+        Self {
             base: train.lr,
             kind,
             warmup_steps: train.warmup_steps,
             total_steps,
-        })
+        }
     }
 
     /// The rate for optimiser step `step` (0-based) taken during `epoch` (0-based).
@@ -74,26 +72,26 @@ impl LrSchedule {
 mod tests {
     use super::*;
 
-    fn schedule(kind: &str, warmup: usize) -> LrSchedule {
+    fn schedule(kind: ScheduleKind, warmup: usize) -> LrSchedule {
         let train = TrainConfig {
             lr: 0.1,
-            schedule: kind.into(),
+            schedule: kind,
             warmup_steps: warmup,
             step_epochs: 2,
             gamma: 0.5,
             ..TrainConfig::default()
         };
-        LrSchedule::new(&train, 10).unwrap()
+        LrSchedule::new(&train, 10)
     }
 
     #[test]
     fn constant_ignores_warmup() {
-        assert_eq!(schedule("none", 5).lr(0, 0), 0.1);
+        assert_eq!(schedule(ScheduleKind::None, 5).lr(0, 0), 0.1);
     }
 
     #[test]
     fn step_decays_per_epochs_after_warmup() {
-        let s = schedule("step", 2);
+        let s = schedule(ScheduleKind::Step, 2);
         assert!((s.lr(0, 0) - 0.05).abs() < 1e-12);
         assert!((s.lr(1, 0) - 0.1).abs() < 1e-12);
         assert!((s.lr(5, 1) - 0.1).abs() < 1e-12);
@@ -103,20 +101,10 @@ mod tests {
 
     #[test]
     fn cosine_matches_the_formula() {
-        let s = schedule("cosine", 0);
+        let s = schedule(ScheduleKind::Cosine, 0);
         assert!((s.lr(0, 0) - 0.1).abs() < 1e-12);
         // Halfway: 0.1 · ½ · (1 + cos(π/2)) = 0.05.
         assert!((s.lr(5, 0) - 0.05).abs() < 1e-12);
         assert!(s.lr(9, 0) < 0.003);
-    }
-
-    #[test]
-    fn unknown_schedule_is_named() {
-        let train = TrainConfig {
-            schedule: "linear".into(),
-            ..TrainConfig::default()
-        };
-        let err = LrSchedule::new(&train, 1).unwrap_err().to_string();
-        assert!(err.contains("linear"), "{err}");
     }
 }

@@ -131,6 +131,43 @@ fn mlp_head_learns_and_cross_validates() {
 }
 
 #[test]
+fn a_failed_train_pins_nothing_so_the_corrected_rerun_proceeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let synth = Synth {
+        copies: 0,
+        ..Synth::default()
+    };
+    let cfg = write_pipeline(tmp.path(), "fixed", &synth, "head = \"linear\"\nepochs = 1");
+    write_data(tmp.path(), &cfg, &synth);
+    let run = DataRoot::new(tmp.path()).run("fixed", "main");
+    // A cut whose features were never extracted fails on config grounds, before any pin.
+    let wrong_cut = Synth {
+        cut: "layer4",
+        copies: 0,
+        ..Synth::default()
+    };
+    write_pipeline(
+        tmp.path(),
+        "fixed",
+        &wrong_cut,
+        "head = \"linear\"\nepochs = 1",
+    );
+    let err = format!("{:#}", train(tmp.path(), &cfg, &[]).unwrap_err());
+    assert!(err.contains("layer4"), "{err}");
+    assert!(!run.config().exists(), "a failed config must not be pinned");
+    // The corrected pipeline, with another setting edited too, trains in the same run.
+    write_pipeline(
+        tmp.path(),
+        "fixed",
+        &synth,
+        "head = \"linear\"\nepochs = 1\nlr = 5e-3",
+    );
+    train(tmp.path(), &cfg, &[]).unwrap();
+    assert!(run.stage_marker("train").exists());
+    assert_eq!(PipelineConfig::load(&run.config()).unwrap().train.lr, 5e-3);
+}
+
+#[test]
 fn linear_head_learns() {
     let tmp = tempfile::tempdir().unwrap();
     let synth = Synth {
