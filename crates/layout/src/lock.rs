@@ -109,6 +109,34 @@ impl Drop for Lock {
     }
 }
 
+/// Removes from `dir` the lock files (`*.lock`) left by dead processes of this host
+/// ([`process::is_dead_writer`]), as a taker would (never one taken over meanwhile); locks of
+/// live processes, of other hosts and unreadable ones stay. A killed writer leaves the locks of
+/// the shards it had finished, which nobody would take again. Returns how many were removed.
+pub fn remove_stale_locks(dir: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        if path.extension().is_none_or(|e| e != "lock") {
+            continue;
+        }
+        if let Ok(Some(holder)) = read_holder(&path) {
+            if process::is_dead_writer(&holder.host, holder.pid) {
+                take_over(&path, &holder)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// The holder recorded in `path`; `None` when the file no longer exists. An unreadable or
 /// unparseable lock is an error naming it (it is never broken).
 fn read_holder(path: &Path) -> Result<Option<Holder>> {
@@ -241,6 +269,24 @@ mod tests {
         let err = Lock::acquire(&path).unwrap_err().to_string();
         assert!(err.contains("does not say by whom"), "{err}");
         assert!(path.exists());
+    }
+
+    #[test]
+    fn only_dead_local_holders_locks_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        write_lock(&dir.path().join("a.lock"), process::host(), dead);
+        write_lock(&dir.path().join("b.lock"), "elsewhere", dead);
+        let held = Lock::acquire(&dir.path().join("c.lock")).unwrap();
+        std::fs::write(dir.path().join("d.lock"), b"?").unwrap();
+        assert_eq!(remove_stale_locks(dir.path()).unwrap(), 1);
+        assert!(!dir.path().join("a.lock").exists());
+        for kept in ["b.lock", "c.lock", "d.lock"] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
+        drop(held);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{read_json, remove_stale_tmp, write_atomic, write_json_atomic};
 use crate::hash::hash_bytes;
-use crate::lock::Lock;
+use crate::lock::{remove_stale_locks, Lock};
 use crate::verify::{check_file, require_file, Check, Hashing};
 
 /// File name of the index of a complete shard directory.
@@ -113,12 +113,13 @@ pub struct ShardDir {
 
 impl ShardDir {
     /// Opens `dir` for a job of `n_shards` shards made from `input_hash`, creating it if needed,
-    /// and removes the temporary files dead processes of this host left there
-    /// ([`remove_stale_tmp`]). Fails if the directory holds shards or an index made from other
-    /// inputs.
+    /// and removes the temporary files and locks dead processes of this host left there
+    /// ([`remove_stale_tmp`], [`remove_stale_locks`]). Fails if the directory holds shards or an
+    /// index made from other inputs.
     pub fn open(dir: &Path, input_hash: &str, n_shards: usize) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         remove_stale_tmp(dir)?;
+        remove_stale_locks(dir)?;
         let this = Self {
             dir: dir.to_path_buf(),
             input_hash: input_hash.to_owned(),
