@@ -4,6 +4,7 @@
 //! assignment ([`split`]), resumable safetensors shard directories ([`shards`]), atomic writes
 //! ([`atomic`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log ([`runlog`]), the pipeline config
 //! shared by every stage ([`config`]) and the command-line plumbing they share ([`cli`]).
+//! The folder walk of the stages' inputs is [`walk`]; file names as text are [`names`].
 //! It knows nothing of images or models.
 
 pub mod atomic;
@@ -11,11 +12,13 @@ pub mod cli;
 pub mod config;
 pub mod hash;
 pub mod manifest;
+pub mod names;
 pub mod paths;
 pub mod rng;
 pub mod runlog;
 pub mod shards;
 pub mod split;
+pub mod walk;
 
 pub use config::PipelineConfig;
 pub use paths::{backbone_key, DataRoot, FoldDir, RunDir, Split};
