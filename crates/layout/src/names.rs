@@ -49,7 +49,7 @@ pub fn unescape(escaped: &str) -> PathBuf {
         };
         match decoded {
             Some((high, low)) => {
-                out.push(high << 4 | low);
+                out.push((high << 4) | low);
                 i += 3;
             }
             None => {
