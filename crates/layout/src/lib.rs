@@ -7,6 +7,7 @@
 //! ([`process`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log
 //! ([`runlog`]), the pipeline config shared by every stage ([`config`]), a run's pinned config
 //! ([`pin`]) and the command-line plumbing they share ([`cli`]).
+//! The folder walk of the stages' inputs is [`walk`]; file names as text are [`names`].
 //! It knows nothing of images or models.
 
 pub mod atomic;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod hash;
 pub mod lock;
 pub mod manifest;
+pub mod names;
 pub mod paths;
 pub mod process;
 pub mod pin;
@@ -24,6 +26,7 @@ pub mod runlog;
 pub mod shards;
 pub mod split;
 pub mod verify;
+pub mod walk;
 
 pub use config::PipelineConfig;
 pub use paths::{backbone_key, DataRoot, FoldDir, RunDir, Split};

@@ -3,29 +3,28 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use dfd_layout::walk::{walk, Entry};
 
 /// File extensions a folder walk picks up, compared case-insensitively.
 pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"];
 
-/// The files to score, argument by argument in the order given: a file is taken as is, whatever its
-/// extension (the decoder then says whether it is an image); a folder is walked recursively for
-/// files with an [`IMAGE_EXTENSIONS`] extension, hidden entries skipped, in sorted path order.
-/// An argument that does not exist, or finding no file at all, is an error.
-pub fn collect(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
+/// The inputs to score, argument by argument in the order given, each walked with
+/// [`dfd_layout::walk`]: a file argument is taken as is, whatever its extension (the decoder then
+/// says whether it is an image); under a folder, the files with an [`IMAGE_EXTENSIONS`] extension,
+/// in path order. Entries that cannot be read (an argument or an entry under a folder that is a
+/// dangling link, a link loop, a FIFO, socket or device, or unreadable) are kept, with their
+/// [`Entry::problem`], to become error rows. An argument that does not exist at all, or finding
+/// nothing at all, is an error.
+pub fn collect(args: &[PathBuf]) -> Result<Vec<Entry>> {
+    let mut inputs = Vec::new();
     for arg in args {
-        let meta = std::fs::metadata(arg)
+        std::fs::symlink_metadata(arg)
             .with_context(|| format!("input {} is not readable", arg.display()))?;
-        if meta.is_dir() {
-            let mut found = Vec::new();
-            walk(arg, &mut found)?;
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(arg.clone());
-        }
+        inputs.extend(walk(arg).into_iter().filter(|e| {
+            e.problem.is_some() || e.rel.as_os_str().is_empty() || has_image_extension(&e.path)
+        }));
     }
-    if files.is_empty() {
+    if inputs.is_empty() {
         bail!(
             "no image files in {} (looked for extensions {})",
             args.iter()
@@ -35,29 +34,7 @@ pub fn collect(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
             IMAGE_EXTENSIONS.join(", ")
         );
     }
-    Ok(files)
-}
-
-fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry
-            .with_context(|| format!("listing {}", dir.display()))?
-            .path();
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        {
-            continue;
-        }
-        let meta =
-            std::fs::metadata(&path).with_context(|| format!("inspecting {}", path.display()))?;
-        if meta.is_dir() {
-            walk(&path, found)?;
-        } else if has_image_extension(&path) {
-            found.push(path);
-        }
-    }
-    Ok(())
+    Ok(inputs)
 }
 
 fn has_image_extension(path: &Path) -> bool {
@@ -90,7 +67,11 @@ mod tests {
             std::fs::write(&path, b"x").unwrap();
         }
         let explicit = root.join("notes.txt");
-        let files = collect(&[explicit.clone(), root.to_path_buf()]).unwrap();
+        let files: Vec<PathBuf> = collect(&[explicit.clone(), root.to_path_buf()])
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         let expected = [
             explicit,
             root.join("a.Jpeg"),
@@ -99,6 +80,30 @@ mod tests {
             root.join("c/d/e.webp"),
         ];
         assert_eq!(files, expected);
+    }
+
+    #[test]
+    fn entries_that_cannot_be_read_are_kept_as_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("photos/x.jpg")).unwrap();
+        std::fs::write(root.join("photos/x.jpg/a.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("photos/dangling")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere.jpg"), root.join("gone.jpg")).unwrap();
+        let found: Vec<(PathBuf, Option<&str>)> =
+            collect(&[root.join("gone.jpg"), root.join("photos")])
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.path, e.problem.map(|p| p.reason.as_str())))
+                .collect();
+        assert_eq!(
+            found,
+            [
+                (root.join("gone.jpg"), Some("dangling_link")),
+                (root.join("photos/dangling"), Some("dangling_link")),
+                (root.join("photos/x.jpg/a.png"), None),
+            ]
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dfd_imaging::RgbImage;
 use dfd_layout::config::DeviceSpec;
+use dfd_layout::names::escape;
+use dfd_layout::walk::Entry;
 use dfd_layout::{PipelineConfig, RunDir};
 use dfd_model::{imagenet_normalize, parse_device, DType, Device, Tensor};
 use rayon::prelude::*;
@@ -34,9 +36,11 @@ static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 /// Each image goes through the run's test-time preprocessing (decode with EXIF orientation, resize
 /// and centre-crop to preprocess.size), its backbone and its head. For a cross-validation run, P(fake)
 /// is the mean over the trained folds unless --fold picks one. A file that cannot be decoded
-/// gets a row with its reject reason and a warning, and does not stop the others; the exit status
-/// is non-zero only for usage errors or when no file at all could be scored. Logs: RUST_LOG
-/// (default info).
+/// gets a row with its reject reason and a warning, and does not stop the others; so does an
+/// entry that is not a readable regular file (a dangling link, a link loop, a FIFO, socket or
+/// device, a folder that cannot be listed). Paths that are not UTF-8 are written with %XX escapes.
+/// The exit status is non-zero only for usage errors or when no file at all could be scored.
+/// Logs: RUST_LOG (default info).
 #[derive(Parser, Debug)]
 #[command(name = "dfd-predict", version, verbatim_doc_comment)]
 struct Args {
@@ -44,7 +48,8 @@ struct Args {
     #[arg(long)]
     run: PathBuf,
     /// Image files (taken whatever their extension) or folders (walked recursively for .jpg .jpeg
-    /// .png .webp .bmp .tif .tiff .gif in any case, hidden entries skipped, sorted by path).
+    /// .png .webp .bmp .tif .tiff .gif in any case, hidden entries skipped, links followed unless
+    /// they loop, sorted by path).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Use only this fold's model (default: every trained fold, P(fake) averaged).
@@ -227,7 +232,7 @@ fn run(args: &Args) -> Result<()> {
 /// output and the counts.
 fn score_all<W: Write>(
     job: &mut Job,
-    files: &[PathBuf],
+    files: &[Entry],
     batch_size: usize,
     mut rows: RowWriter<W>,
 ) -> Result<(W, Tally)> {
@@ -260,9 +265,13 @@ fn score_all<W: Write>(
 /// A decoded input at the model's size, or the reject reason and message.
 type Prepared = std::result::Result<RgbImage, (String, String)>;
 
-/// Reads, decodes and resizes one file as the test split is prepared (Resize + CenterCrop).
-fn prepare(path: &Path, size: u32, max_pixels: u64) -> Prepared {
-    let bytes = std::fs::read(path)
+/// Reads, decodes and resizes one file as the test split is prepared (Resize + CenterCrop); an
+/// entry the walk found unreadable keeps its reason.
+fn prepare(input: &Entry, size: u32, max_pixels: u64) -> Prepared {
+    if let Some(problem) = &input.problem {
+        return Err((problem.reason.to_string(), problem.detail.clone()));
+    }
+    let bytes = dfd_layout::walk::read_file(&input.path)
         .map_err(|e| ("unreadable".to_string(), format!("reading the file: {e}")))?;
     let image = dfd_imaging::decode(&bytes, max_pixels)
         .map_err(|r| (r.reason().to_string(), r.to_string()))?;
@@ -270,10 +279,10 @@ fn prepare(path: &Path, size: u32, max_pixels: u64) -> Prepared {
 }
 
 /// The rows of one batch: decode in parallel, one forward pass over the decodable images, heatmaps.
-fn score_batch(job: &mut Job, chunk: &[PathBuf]) -> Result<Vec<Row>> {
+fn score_batch(job: &mut Job, chunk: &[Entry]) -> Result<Vec<Row>> {
     let prepared: Vec<Prepared> = chunk
         .par_iter()
-        .map(|p| prepare(p, job.size, job.max_pixels))
+        .map(|input| prepare(input, job.size, job.max_pixels))
         .collect();
     let images: Vec<&RgbImage> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
     let (p_fake, cams) = if images.is_empty() {
@@ -293,7 +302,7 @@ fn score_batch(job: &mut Job, chunk: &[PathBuf]) -> Result<Vec<Row>> {
                 let targets: Vec<(&Path, &RgbImage)> = chunk
                     .iter()
                     .zip(&prepared)
-                    .filter_map(|(path, p)| p.as_ref().ok().map(|img| (path.as_path(), img)))
+                    .filter_map(|(input, p)| p.as_ref().ok().map(|img| (input.path.as_path(), img)))
                     .collect();
                 let outputs: Vec<PathBuf> =
                     targets.iter().map(|(path, _)| names.assign(path)).collect();
@@ -310,8 +319,8 @@ fn score_batch(job: &mut Job, chunk: &[PathBuf]) -> Result<Vec<Row>> {
     Ok(chunk
         .iter()
         .zip(prepared)
-        .map(|(path, p)| {
-            let path = path.display().to_string();
+        .map(|(input, p)| {
+            let path = escape(&input.path);
             match p {
                 Ok(_) => match scored.next().expect("one score per decoded image") {
                     (Ok(p), heatmap) => {
@@ -320,7 +329,7 @@ fn score_batch(job: &mut Job, chunk: &[PathBuf]) -> Result<Vec<Row>> {
                         Row {
                             path,
                             outcome: Outcome::Scored { p_fake, label },
-                            heatmap: heatmap.map(|h| h.display().to_string()),
+                            heatmap: heatmap.map(|h| escape(&h)),
                         }
                     }
                     // Never a number: a NaN must not be thresholded into a label.

@@ -9,7 +9,7 @@ use dfd_layout::manifest::{ManifestRow, RejectRow};
 use dfd_layout::split::assign;
 use rayon::prelude::*;
 
-use crate::scan::SourceFile;
+use crate::scan::Scan;
 
 /// The accepted images (ids = row indices, sorted by path) and the refused files (sorted by path).
 pub struct Catalog {
@@ -30,16 +30,15 @@ enum Checked {
     },
 }
 
-/// Reads and checks every file, then assigns split and fold.
+/// Reads and checks every file the scan found, then assigns split and fold; the scan's own
+/// rejects are kept.
 ///
 /// A file is accepted when it decodes completely (see [`dfd_imaging::decode`]); its decoded size
 /// goes to the manifest. A file whose path and content hash already appear in `previous` (the
 /// manifest of an earlier run) is not decoded again: its recorded size is reused, re-checked
 /// against `max_pixels`. `progress` is called once per file checked.
 pub fn build(
-    root: &Path,
-    files: &[SourceFile],
-    bad_names: &[String],
+    scan: &Scan,
     previous: &[ManifestRow],
     config: &PipelineConfig,
     progress: &(dyn Fn() + Sync),
@@ -49,24 +48,18 @@ pub fn build(
         .iter()
         .map(|r| ((r.path.as_str(), r.hash.as_str()), (r.width, r.height)))
         .collect();
-    let checked: Vec<Checked> = files
+    let checked: Vec<Checked> = scan
+        .files
         .par_iter()
         .map(|f| {
-            let c = check(&root.join(&f.rel), &f.rel, &known, max_pixels);
+            let c = check(&f.path, &f.rel, &known, max_pixels);
             progress();
             c
         })
         .collect();
-    let mut rejects: Vec<RejectRow> = bad_names
-        .iter()
-        .map(|p| RejectRow {
-            path: p.clone(),
-            reason: "unreadable".into(),
-            detail: "file name is not valid UTF-8".into(),
-        })
-        .collect();
+    let mut rejects = scan.rejects.clone();
     let mut accepted = Vec::new();
-    for (f, c) in files.iter().zip(checked) {
+    for (f, c) in scan.files.iter().zip(checked) {
         match c {
             Checked::Image {
                 hash,
@@ -114,7 +107,7 @@ fn check(
     known: &HashMap<(&str, &str), (u32, u32)>,
     max_pixels: u64,
 ) -> Checked {
-    let bytes = match std::fs::read(path) {
+    let bytes = match dfd_layout::walk::read_file(path) {
         Ok(b) => b,
         Err(e) => {
             return Checked::Refused {

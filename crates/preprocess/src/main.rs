@@ -29,7 +29,8 @@ static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 /// write safetensors image shards under <data-dir>/prepared/<dataset>/.
 ///
 /// Bad files (empty, truncated, unreadable, not an image, over preprocess.max_pixels) are listed in
-/// rejects.csv and skipped. A killed run resumes where it stopped when rerun with the same command;
+/// rejects.csv and skipped, and so are symbolic link loops, dangling links, FIFOs, sockets,
+/// devices and folders that cannot be listed. A killed run resumes where it stopped when rerun with the same command;
 /// on a complete output it does nothing. A changed config against existing shards is an error:
 /// delete that output directory or use another --data-dir. Logs: RUST_LOG (default info).
 #[derive(Parser, Debug)]
@@ -71,21 +72,18 @@ fn run(args: &Args) -> Result<()> {
     let root = ctx.data.source(&cfg.dataset);
     dfd_layout::atomic::remove_stale_tmp(&ctx.data.prepared(dataset))?;
 
-    let (files, bad_names) = scan::scan(&root, &cfg.dataset.classes)?;
-    tracing::info!(
-        "{} files under {}",
-        files.len() + bad_names.len(),
-        root.display()
-    );
+    let scan = scan::scan(&root, &cfg.dataset.classes)?;
+    let found = scan.files.len() + scan.rejects.len();
+    tracing::info!("{found} files under {}", root.display());
     let manifest_path = ctx.data.manifest(dataset);
     let previous = if manifest_path.exists() {
         read_manifest(&manifest_path)?
     } else {
         Vec::new()
     };
-    let bar = dfd_layout::cli::progress(files.len() as u64, "files");
+    let bar = dfd_layout::cli::progress(scan.files.len() as u64, "files");
     bar.set_message("checking");
-    let catalog = catalog::build(&root, &files, &bad_names, &previous, cfg, &|| bar.inc(1));
+    let catalog = catalog::build(&scan, &previous, cfg, &|| bar.inc(1));
     bar.finish_and_clear();
     write_if_changed(&manifest_path, &catalog.rows, read_manifest, write_manifest)?;
     write_if_changed(
@@ -148,7 +146,7 @@ fn run(args: &Args) -> Result<()> {
     let summary = json!({
         "dataset": dataset,
         "size": pre.size,
-        "files": files.len() + bad_names.len(),
+        "files": found,
         "accepted": catalog.rows.len(),
         "train": count(dfd_layout::Split::Train),
         "test": count(dfd_layout::Split::Test),

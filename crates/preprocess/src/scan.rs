@@ -3,24 +3,37 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use dfd_layout::manifest::RejectRow;
+use dfd_layout::names::escape;
+use dfd_layout::walk::walk;
 
 /// One file found under a class folder.
 #[derive(Clone, Debug)]
 pub struct SourceFile {
-    /// Path relative to the data set folder, `/`-separated (`fake/easy_1_1110.jpg`).
+    /// Path relative to the data set folder, `/`-separated, in its escaped text form
+    /// ([`dfd_layout::names`]): `fake/easy_1_1110.jpg`.
     pub rel: String,
+    /// Where to read it.
+    pub path: PathBuf,
     pub label: u8,
 }
 
-/// Lists every regular file (recursively, hidden names skipped) under `root/<class>` for each
-/// class of `classes`, sorted by relative path, so the result does not depend on directory listing
-/// order. Non-images are included: deciding what is an image is the decoder's job, and whatever
-/// it refuses is reported. A missing class folder, or no file at all, is an error.
-///
-/// A file name that is not UTF-8 cannot be recorded in the manifest: such files are returned in
-/// the second list, to be reported as rejects.
-pub fn scan(root: &Path, classes: &BTreeMap<String, u8>) -> Result<(Vec<SourceFile>, Vec<String>)> {
+/// What the walk of the class folders found.
+pub struct Scan {
+    /// Regular files (and links to them), sorted by `rel`.
+    pub files: Vec<SourceFile>,
+    /// Entries that are not readable regular files (`symlink_loop`, `dangling_link`,
+    /// `not_a_regular_file`, `unreadable`), sorted by path.
+    pub rejects: Vec<RejectRow>,
+}
+
+/// Walks `root/<class>` for each class of `classes` with [`dfd_layout::walk`] (hidden names
+/// skipped, folders always entered, links followed unless they loop). Non-images are included:
+/// deciding what is an image is the decoder's job, and whatever it refuses is reported. Entries
+/// the walk cannot read become rejects. The result does not depend on directory listing order.
+/// A missing class folder, or nothing at all under the class folders, is an error.
+pub fn scan(root: &Path, classes: &BTreeMap<String, u8>) -> Result<Scan> {
     if !root.is_dir() {
         bail!(
             "data set folder {} does not exist or is not a folder",
@@ -28,7 +41,7 @@ pub fn scan(root: &Path, classes: &BTreeMap<String, u8>) -> Result<(Vec<SourceFi
         );
     }
     let mut files = Vec::new();
-    let mut bad_names = Vec::new();
+    let mut rejects = Vec::new();
     for (class, &label) in classes {
         let dir = root.join(class);
         if !dir.is_dir() {
@@ -37,12 +50,30 @@ pub fn scan(root: &Path, classes: &BTreeMap<String, u8>) -> Result<(Vec<SourceFi
                 dir.display()
             );
         }
-        walk(&dir, class, &mut |rel| match rel {
-            Ok(rel) => files.push(SourceFile { rel, label }),
-            Err(lossy) => bad_names.push(lossy),
-        })?;
+        for entry in walk(&dir) {
+            let rel = if entry.rel.as_os_str().is_empty() {
+                class.clone() // the class folder itself, when it cannot be listed
+            } else {
+                escape(&Path::new(class).join(&entry.rel))
+            };
+            match entry.problem {
+                None => files.push(SourceFile {
+                    rel,
+                    path: entry.path,
+                    label,
+                }),
+                Some(problem) => {
+                    tracing::warn!("rejected {rel}: {}", problem.detail);
+                    rejects.push(RejectRow {
+                        path: rel,
+                        reason: problem.reason.to_string(),
+                        detail: problem.detail,
+                    });
+                }
+            }
+        }
     }
-    if files.is_empty() && bad_names.is_empty() {
+    if files.is_empty() && rejects.is_empty() {
         bail!(
             "the data set {} is empty: no files under its class folders ({})",
             root.display(),
@@ -50,30 +81,6 @@ pub fn scan(root: &Path, classes: &BTreeMap<String, u8>) -> Result<(Vec<SourceFi
         );
     }
     files.sort_by(|a, b| a.rel.cmp(&b.rel));
-    bad_names.sort();
-    Ok((files, bad_names))
-}
-
-/// Calls `found` with each file's relative path (`Err(lossy name)` when not UTF-8), in sorted order.
-fn walk(dir: &Path, rel: &str, found: &mut dyn FnMut(Result<String, String>)) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("listing {}", dir.display()))?;
-    entries.sort();
-    for path in entries {
-        let name = path.file_name().unwrap_or_default();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let meta =
-            std::fs::metadata(&path).with_context(|| format!("inspecting {}", path.display()))?;
-        match name.to_str() {
-            Some(name) if meta.is_dir() => walk(&path, &format!("{rel}/{name}"), found)?,
-            Some(name) => found(Ok(format!("{rel}/{name}"))),
-            None => found(Err(format!("{rel}/{}", name.to_string_lossy()))),
-        }
-    }
-    Ok(())
+    rejects.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Scan { files, rejects })
 }

@@ -214,9 +214,11 @@ pub fn write_item(
 /// Copy 0 is the plain resize + centre crop; copy k > 0 is augmented with the random stream
 /// `(seed, "augment", [id, k])`, so it depends on nothing else.
 fn render_row(row: &ManifestRow, copies: &[usize], settings: &Settings) -> Result<Vec<Vec<u8>>> {
-    let path = settings.source_root.join(&row.path);
-    let bytes =
-        std::fs::read(&path).with_context(|| format!("reading source image {}", path.display()))?;
+    let path = settings
+        .source_root
+        .join(dfd_layout::names::unescape(&row.path));
+    let bytes = dfd_layout::walk::read_file(&path)
+        .with_context(|| format!("reading source image {}", path.display()))?;
     if dfd_layout::hash::hash_bytes(&bytes) != row.hash {
         bail!(
             "{} changed after the manifest was made; rerun dfd-preprocess to rebuild the manifest",
