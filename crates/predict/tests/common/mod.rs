@@ -43,6 +43,12 @@ pub fn fixture(root: &Path) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     varmap.save(checkpoint.join("model.safetensors")).unwrap();
+    // safetensors writes the file 0600; the hostile-folder test reads it as another user.
+    std::fs::set_permissions(
+        checkpoint.join("model.safetensors"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     std::fs::write(
         checkpoint.join("head.json"),
         serde_json::to_string(&spec()).unwrap(),
