@@ -43,9 +43,9 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
     }
     let test_dir = ctx.data.features(
         &cfg.dataset.name,
-        &backbone_key(&cfg.extract.arch, &cfg.extract.weights),
+        &backbone_key(cfg.extract.arch, &cfg.extract.weights),
         cfg.preprocess.size,
-        &cfg.extract.cut,
+        cfg.extract.cut,
         Split::Test,
         0,
     );

@@ -211,9 +211,9 @@ fn make_run(dir: &Path) -> (DataRoot, PathBuf) {
 fn test_features(data: &DataRoot, cfg: &PipelineConfig) -> PathBuf {
     data.features(
         "toy",
-        &backbone_key(&cfg.extract.arch, &cfg.extract.weights),
+        &backbone_key(cfg.extract.arch, &cfg.extract.weights),
         cfg.preprocess.size,
-        &cfg.extract.cut,
+        cfg.extract.cut,
         Split::Test,
         0,
     )

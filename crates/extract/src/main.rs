@@ -106,7 +106,7 @@ fn run(args: &Args) -> Result<()> {
         .map(|j| serde_json::json!({"dir": j.plan.output, "rows": j.plan.input.index().rows, "shards": j.plan.n_shards()}))
         .collect();
     let summary = serde_json::json!({
-        "backbone": backbone_key(&x.arch, &x.weights),
+        "backbone": backbone_key(x.arch, &x.weights),
         "meta": spec.meta(),
         "directories": directories,
         "images_computed": todo,

@@ -42,7 +42,7 @@ pub fn plan_all(
 ) -> Result<Vec<DirPlan>> {
     let name = &config.dataset.name;
     let size = config.preprocess.size;
-    let backbone = backbone_key(&config.extract.arch, &config.extract.weights);
+    let backbone = backbone_key(config.extract.arch, &config.extract.weights);
     directories(config)
         .into_iter()
         .map(|(split, k)| {

@@ -86,7 +86,7 @@ fn resolved_pipelines_are_byte_identical_to_the_string_typed_config() {
         assert_eq!(hash_bytes(text.as_bytes()), toml_hash, "{stem}:\n{text}");
         assert_eq!(PipelineConfig::hash_of(&cfg), json_hash, "{stem}");
         assert_eq!(
-            backbone_key(&cfg.extract.arch, &cfg.extract.weights),
+            backbone_key(cfg.extract.arch, &cfg.extract.weights),
             backbone,
             "{stem}"
         );

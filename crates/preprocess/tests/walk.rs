@@ -42,7 +42,7 @@ fn hostile_entries_become_rejects_and_good_images_samples() {
             "--data-dir".as_ref(),
             data.as_os_str(),
         ];
-        args.extend(extra.iter().map(|a| OsStr::new(a)));
+        args.extend(extra.iter().map(OsStr::new));
         runner.run(common::BIN, &args, &work)
     };
     let out = run(&[]);

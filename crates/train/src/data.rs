@@ -161,9 +161,9 @@ pub struct FoldData {
 pub fn train_features_dir(data: &DataRoot, cfg: &PipelineConfig, copy: u32) -> PathBuf {
     data.features(
         &cfg.dataset.name,
-        &backbone_key(&cfg.extract.arch, &cfg.extract.weights),
+        &backbone_key(cfg.extract.arch, &cfg.extract.weights),
         cfg.preprocess.size,
-        &cfg.extract.cut,
+        cfg.extract.cut,
         Split::Train,
         copy,
     )

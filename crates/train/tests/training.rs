@@ -356,9 +356,9 @@ fn the_test_split_is_never_read() {
     // Poison the test split's feature directory: any attempt to read it fails.
     let test_dir = DataRoot::new(tmp.path()).features(
         "synth",
-        &dfd_layout::backbone_key(&cfg.extract.arch, &cfg.extract.weights),
+        &dfd_layout::backbone_key(cfg.extract.arch, &cfg.extract.weights),
         cfg.preprocess.size,
-        &cfg.extract.cut,
+        cfg.extract.cut,
         Split::Test,
         0,
     );
