@@ -83,14 +83,24 @@ pub fn parse_tmp_name(name: &str) -> Option<TmpName<'_>> {
 /// processes, of other hosts and every other file are left alone. A missing `dir` has none.
 /// Returns how many were removed.
 pub fn remove_stale_tmp(dir: &Path) -> Result<usize> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
+    remove_stale_tmp_among(dir, &list_dir(dir)?)
+}
+
+/// The entries of `dir`; none when it does not exist. A listing error names `dir`.
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("listing {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("listing {}", dir.display())),
+    }
+}
+
+/// [`remove_stale_tmp`] over `entries`, the listing of `dir`.
+fn remove_stale_tmp_among(dir: &Path, entries: &[std::fs::DirEntry]) -> Result<usize> {
     let mut removed = 0;
     for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
         let name = entry.file_name();
         let Some(tmp) = name.to_str().and_then(parse_tmp_name) else {
             continue;
@@ -120,14 +130,9 @@ pub fn remove_stale_tmp(dir: &Path) -> Result<usize> {
 /// [`remove_stale_tmp`] in `root` and every directory below it (symbolic links are not
 /// followed). Returns how many files were removed.
 pub fn remove_stale_tmp_tree(root: &Path) -> Result<usize> {
-    let mut removed = remove_stale_tmp(root)?;
-    let entries = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", root.display())),
-    };
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", root.display()))?;
+    let entries = list_dir(root)?;
+    let mut removed = remove_stale_tmp_among(root, &entries)?;
+    for entry in &entries {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             removed += remove_stale_tmp_tree(&entry.path())?;
         }

@@ -114,16 +114,9 @@ impl Drop for Lock {
 /// live processes, of other hosts and unreadable ones stay. A killed writer leaves the locks of
 /// the shards it had finished, which nobody would take again. Returns how many were removed.
 pub fn remove_stale_locks(dir: &Path) -> Result<usize> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
     let mut removed = 0;
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("listing {}", dir.display()))?
-            .path();
+    for entry in crate::atomic::list_dir(dir)? {
+        let path = entry.path();
         if path.extension().is_none_or(|e| e != "lock") {
             continue;
         }
