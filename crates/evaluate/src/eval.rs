@@ -101,8 +101,9 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
         .with_context(|| {
             format!(
                 "fold {k} ({}) cannot be evaluated: its weights may be corrupt; retrain it with \
-                 `dfd-train --config <pipeline> --run-id {run_id}`",
-                fold_checkpoint.dir().display()
+                 `{}`",
+                fold_checkpoint.dir().display(),
+                common.command("dfd-train", true)
             )
         })?;
         let bootstrap = (boot.resamples > 0).then_some(&boot);
