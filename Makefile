@@ -14,7 +14,9 @@ DATA ?= $(or $(DFD_DATA_DIR),data)
 RUN_ID ?= main
 CARGO ?= cargo
 FEATURES ?=
-BIN := target/release
+# The binaries cargo builds: under CARGO_TARGET_DIR when set (a shared target directory), else
+# ./target.
+BIN := $(or $(CARGO_TARGET_DIR),target)/release
 NAME := $(basename $(notdir $(PIPELINE)))
 RUN := $(DATA)/runs/$(NAME)/$(RUN_ID)
 ARGS := --config $(PIPELINE) --data-dir $(DATA) --run-id $(RUN_ID)

@@ -15,11 +15,12 @@ THREADS=${THREADS:-2}
 BATCH=32
 SIZE=224
 CARGO=${CARGO:-cargo}
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 $CARGO build --release -q -p dfd-extract --bin dfd-extract --example make_bench_shards
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-target/release/examples/make_bench_shards --data-dir "$work/data" --size "$SIZE" --images "$IMAGES"
+"$BIN/examples/make_bench_shards" --data-dir "$work/data" --size "$SIZE" --images "$IMAGES"
 
 for cut in pooled layer3; do
     cat > "$work/bench-$cut.toml" <<TOML
@@ -34,7 +35,7 @@ weights = "random:0"
 cut = "$cut"
 batch_size = $BATCH
 TOML
-    log=$(RAYON_NUM_THREADS=$THREADS NO_COLOR=1 RUST_LOG=info target/release/dfd-extract \
+    log=$(RAYON_NUM_THREADS=$THREADS NO_COLOR=1 RUST_LOG=info "$BIN/dfd-extract" \
         --config "$work/bench-$cut.toml" --data-dir "$work/data" 2>&1)
     rust=$(grep -o 'img_per_s=[0-9.]*' <<<"$log" | tail -1 | cut -d= -f2)
     rss=$(grep -o 'peak_rss_mib=[0-9.]*' <<<"$log" | tail -1 | cut -d= -f2)

@@ -11,7 +11,8 @@
 # A task that fails or is pre-empted can simply be resubmitted: it redoes only its missing
 # shards. The stage marker is written by the task that completes the last directory; a rerun of
 # any one task afterwards also writes it. Extract on GPU nodes: build with
-# `cargo build --release --features cuda` and add `--device cuda:0` below.
+# `cargo build --release --features cuda` and add `--device cuda:0` below. The binaries are
+# taken from $CARGO_TARGET_DIR/release when CARGO_TARGET_DIR is set, else target/release.
 #
 #SBATCH --job-name=dfd
 #SBATCH --cpus-per-task=8
@@ -24,7 +25,7 @@ set -euo pipefail
 : "${PIPELINE:?set PIPELINE=pipelines/<x>.toml}"
 : "${DFD_DATA_DIR:?set DFD_DATA_DIR to the shared layout root}"
 
-exec "target/release/dfd-${STAGE}" \
+exec "${CARGO_TARGET_DIR:-target}/release/dfd-${STAGE}" \
     --config "$PIPELINE" \
     --data-dir "$DFD_DATA_DIR" \
     --shard-index "${SLURM_ARRAY_TASK_ID}" \

@@ -27,8 +27,11 @@ struct Args {
     seed: u64,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    dfd_layout::cli::exit("dfd-demo-data", run(&Args::parse()))
+}
+
+fn run(args: &Args) -> Result<()> {
     let params = DemoParams {
         count: args.count,
         fake_fraction: args.fake_fraction,

@@ -1,22 +1,78 @@
 //! The evaluate stage: run directory in, `eval/` out.
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
-use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
+use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS};
 use dfd_layout::cli::{mark_done, progress, CommonArgs, Context as StageContext};
 use dfd_layout::config::PipelineConfig;
 use dfd_layout::manifest::{read_manifest, ManifestRow};
 use dfd_layout::runlog::{self, LogRecord};
-use dfd_layout::{backbone_key, FoldDir, Split};
+use dfd_layout::shards::read_index;
+use dfd_layout::{backbone_key, backbone_of_features, FoldDir, Split};
 use dfd_metrics::{BinaryReport, BootstrapConfig};
-use dfd_model::Score;
+use dfd_model::{resolve_weights, Arch, Score, WeightsSource};
 use serde_json::json;
 
 use crate::features::{load_head, TestFeatures};
 use crate::plots::{self, CurvePoint, FoldCurves, RocLine};
 use crate::report;
 use crate::schema::{
-    by_difficulty, difficulty_of, CvSummary, EvalMetrics, FoldEval, SCHEMA_VERSION,
+    by_difficulty, difficulty_of, CvSummary, DifficultyRow, EnsembleEval, EvalMetrics, FoldEval,
+    SCHEMA_VERSION,
 };
+use crate::scores::ScoreTable;
+
+/// Refuses test features computed with other backbone weights than the features each fold was
+/// trained on (compared by the weights identity in their `index.json`). A training directory
+/// that no longer exists cannot be compared: that is logged, not refused.
+fn same_backbone(test_dir: &Path, folds: &[u8], checkpoints: &[Checkpoint]) -> Result<()> {
+    let test = read_index(test_dir)?;
+    let test_identity = test.weights_identity().unwrap_or("unknown");
+    for (k, checkpoint) in folds.iter().zip(checkpoints) {
+        let Some(source) = checkpoint.state().sources.first() else {
+            continue;
+        };
+        let Ok(train) = read_index(&source.dir) else {
+            tracing::warn!(
+                "fold {k} was trained on {}, which is gone: its backbone cannot be compared with \
+                 the test features'",
+                source.dir.display()
+            );
+            continue;
+        };
+        let train_identity = train.weights_identity().unwrap_or("unknown");
+        if train_identity != test_identity {
+            bail!(
+                "the test features {} were computed with backbone weights {test_identity}, but \
+                 fold {k} was trained on features of weights {train_identity} ({}): extract and \
+                 train with the same extract.weights",
+                test_dir.display(),
+                source.dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The backbone key of the features a fold was trained on (from its `state.json`), so that
+/// evaluation reads the test features of that backbone and needs no weights file. A checkpoint
+/// that records no feature directory falls back to resolving `extract.weights`.
+fn trained_backbone(
+    checkpoint: &Checkpoint,
+    cfg: &PipelineConfig,
+    data_dir: &Path,
+) -> Result<String> {
+    let recorded = checkpoint.state().sources.first();
+    if let Some(key) = recorded.and_then(|s| backbone_of_features(&s.dir)) {
+        return Ok(key.to_string());
+    }
+    let arch: Arch = cfg.extract.arch.as_str().parse()?;
+    let source = WeightsSource::from_config(cfg.extract.weights.as_str(), data_dir)?;
+    let weights = resolve_weights(&source, &arch)
+        .with_context(|| format!("finding the backbone weights {source}"))?;
+    Ok(backbone_key(cfg.extract.arch, &weights.identity))
+}
 
 /// Scores every trained fold of `ctx.run` and writes the eval directory and stage marker.
 /// The checkpoints and test features are verified against their checksums first, even when the
@@ -41,14 +97,6 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
             run.path().display()
         );
     }
-    let test_dir = ctx.data.features(
-        &cfg.dataset.name,
-        &backbone_key(cfg.extract.arch, &cfg.extract.weights),
-        cfg.preprocess.size,
-        cfg.extract.cut,
-        Split::Test,
-        0,
-    );
     let checkpoints = folds
         .iter()
         .map(|&k| {
@@ -57,7 +105,17 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
                 .with_context(|| format!("opening fold {k}'s checkpoint {}", dir.display()))
         })
         .collect::<Result<Vec<_>>>()?;
+    let backbone = trained_backbone(&checkpoints[0], &cfg, ctx.data.root())?;
+    let test_dir = ctx.data.features(
+        &cfg.dataset.name,
+        &backbone,
+        cfg.preprocess.size,
+        cfg.extract.cut,
+        Split::Test,
+        0,
+    );
     let test = TestFeatures::open(&test_dir, &common.command("dfd-extract", false))?;
+    same_backbone(&test_dir, &folds, &checkpoints)?;
     let inputs = inputs_identity(run, &checkpoint, &checkpoints, &test_dir)?;
     if dfd_layout::cli::done_with(run, "evaluate", &inputs)
         && run.eval().join("metrics.json").exists()
@@ -89,16 +147,20 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
     };
 
     let bar = progress((test.labels.len() * folds.len()) as u64, "rows");
-    let mut evals = Vec::new();
+    let bootstrap = (boot.resamples > 0).then_some(&boot);
+    let evaluate = |scores: &[f64], what: &str| -> Result<(BinaryReport, Vec<DifficultyRow>)> {
+        let metrics =
+            BinaryReport::compute(&test.labels, scores, cfg.evaluate.threshold, bootstrap)
+                .with_context(|| format!("metrics of {what} on {}", test_dir.display()))?;
+        let rows = by_difficulty(&test.labels, scores, &difficulty, cfg.evaluate.threshold)?;
+        Ok((metrics, rows))
+    };
+    let (mut evals, mut raw, mut per_fold) = (Vec::new(), Vec::new(), Vec::new());
     for (&k, fold_checkpoint) in folds.iter().zip(&checkpoints) {
         bar.set_message(format!("fold {k}"));
         let head = load_head(fold_checkpoint, &device)?;
-        let scores = finite_scores(
-            test.score(&head, &device, |n| bar.inc(n as u64))?,
-            &test.ids,
-            &manifest,
-        )
-        .with_context(|| {
+        let fold_raw = test.score(&head, &device, |n| bar.inc(n as u64))?;
+        let scores = finite_scores(fold_raw.clone(), &test.ids, &manifest).with_context(|| {
             format!(
                 "fold {k} ({}) cannot be evaluated: its weights may be corrupt; retrain it with \
                  `{}`",
@@ -106,27 +168,54 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
                 common.command("dfd-train", true)
             )
         })?;
-        let bootstrap = (boot.resamples > 0).then_some(&boot);
-        let metrics =
-            BinaryReport::compute(&test.labels, &scores, cfg.evaluate.threshold, bootstrap)
-                .with_context(|| format!("metrics of fold {k} on {}", test_dir.display()))?;
-        let by_difficulty =
-            by_difficulty(&test.labels, &scores, &difficulty, cfg.evaluate.threshold)?;
+        let (metrics, by_difficulty) = evaluate(&scores, &format!("fold {k}"))?;
         evals.push(FoldEval {
             fold: k,
             metrics,
             by_difficulty,
         });
+        raw.push(fold_raw);
+        per_fold.push(scores);
     }
     bar.finish_and_clear();
 
+    // Every fold's scores are finite here, so their mean is too.
+    let ensemble = finite_scores(dfd_model::ensemble(&raw), &test.ids, &manifest)?;
+    let table = ScoreTable {
+        ids: &test.ids,
+        paths: test
+            .ids
+            .iter()
+            .map(|&id| manifest.get(id as usize).map_or("?", |r| r.path.as_str()))
+            .collect(),
+        labels: &test.labels,
+        difficulty: &difficulty,
+        folds: &folds,
+        per_fold: &per_fold,
+        ensemble: &ensemble,
+    };
+    std::fs::create_dir_all(run.eval())
+        .with_context(|| format!("creating {}", run.eval().display()))?;
+    table.write_csv(&run.eval().join("scores.csv"))?;
+    let (ensemble_metrics, ensemble_difficulty) = evaluate(&ensemble, "the fold ensemble")?;
+    let index = read_index(&test_dir)?;
     let metrics = EvalMetrics {
         schema_version: SCHEMA_VERSION,
         pipeline: ctx.pipeline.clone(),
         run_id: run_id.to_string(),
         checkpoint,
         threshold: cfg.evaluate.threshold,
+        dataset: cfg.dataset.name.clone(),
         test_features: test_dir.display().to_string(),
+        weights_identity: index.weights_identity().map(str::to_string),
+        pretrained: index.meta.get("pretrained").and_then(|p| p.as_bool()),
+        checkpoints_written: written_on(&checkpoints[0].dir().join(CHECKPOINT_STATE)),
+        ensemble: EnsembleEval {
+            folds: folds.clone(),
+            metrics: ensemble_metrics,
+            by_difficulty: ensemble_difficulty,
+            worst: table.worst(WORST_SHOWN),
+        },
         cross_validation: CvSummary::from_folds(&evals)?,
         folds: evals,
     };
@@ -139,6 +228,35 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
     let summary =
         json!({ "folds": folds, "metrics": run.eval().join("metrics.json"), "inputs": inputs });
     mark_done(run, "evaluate", &summary).context("writing the evaluate stage marker")
+}
+
+/// How many of the worst mistakes of each kind the report lists.
+const WORST_SHOWN: usize = 5;
+
+/// The UTC date (`YYYY-MM-DD`) `path` was last written, from the file system: a rerun reports
+/// the same date.
+fn written_on(path: &Path) -> Option<String> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let days = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs()
+        / 86_400;
+    Some(civil_date(days as i64))
+}
+
+/// `YYYY-MM-DD` of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// The scores as numbers, or an error naming the first test image (manifest path and id) the model
@@ -254,4 +372,16 @@ fn fold_curves(dir: &FoldDir, fold: u8) -> Result<FoldCurves> {
         }
     }
     Ok(FoldCurves { fold, train, val })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_date;
+
+    #[test]
+    fn day_counts_read_as_calendar_dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(11_016), "2000-02-29");
+        assert_eq!(civil_date(20_789), "2026-12-02");
+    }
 }

@@ -7,6 +7,7 @@ mod features;
 mod plots;
 mod report;
 mod schema;
+mod scores;
 
 use anyhow::Result;
 use clap::Parser;

@@ -5,8 +5,9 @@ use anyhow::{Context, Result};
 use dfd_metrics::{mean_std, roc_auc, BinaryReport, MeanStd};
 use serde::{Deserialize, Serialize};
 
-/// Version of the `metrics.json` layout; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the `metrics.json` layout; bumped on incompatible changes (2: the ensemble, the
+/// data set, the weights and when the checkpoints were written).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `eval/metrics.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,8 +19,19 @@ pub struct EvalMetrics {
     pub checkpoint: String,
     /// Decision threshold on P(fake) (predicted fake when `score >= threshold`).
     pub threshold: f64,
+    /// The data set whose test split was scored (`dataset.name`).
+    pub dataset: String,
     /// The test feature directory that was scored.
     pub test_features: String,
+    /// The backbone weights identity of those features (their `index.json`).
+    pub weights_identity: Option<String>,
+    /// Whether that backbone was pretrained; `false` for `random:<seed>` weights, whose numbers
+    /// do not measure detection quality. `None` when the features do not say.
+    pub pretrained: Option<bool>,
+    /// UTC date the first scored checkpoint was written (its `state.json`), `YYYY-MM-DD`.
+    pub checkpoints_written: Option<String>,
+    /// The fold ensemble (mean P(fake) over the scored folds, as `dfd-predict` computes it).
+    pub ensemble: EnsembleEval,
     /// One entry per trained fold, in fold order, each scored on the whole test split.
     pub folds: Vec<FoldEval>,
     /// Mean ± std over the folds; present when more than one fold was scored.
@@ -34,6 +46,30 @@ pub struct FoldEval {
     /// Per difficulty of the fakes (file names starting `easy_`, `mid_`, `hard_`); empty when
     /// no test file name carries one.
     pub by_difficulty: Vec<DifficultyRow>,
+}
+
+/// The test-split metrics of the fold ensemble, and its worst mistakes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleEval {
+    /// The folds averaged.
+    pub folds: Vec<u8>,
+    pub metrics: BinaryReport,
+    pub by_difficulty: Vec<DifficultyRow>,
+    pub worst: Mistakes,
+}
+
+/// The real images scored most fake and the fakes scored least fake, worst first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mistakes {
+    pub real_flagged: Vec<ScoredImage>,
+    pub fakes_missed: Vec<ScoredImage>,
+}
+
+/// A test image (manifest path, escaped form) and its ensemble P(fake).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredImage {
+    pub path: String,
+    pub p_fake: f64,
 }
 
 /// How the fakes of one difficulty fare.

@@ -7,7 +7,7 @@ use std::process::Command;
 use dfd_layout::manifest::{write_manifest, ManifestRow};
 use dfd_layout::runlog::{append, LogRecord};
 use dfd_layout::shards::{encode, ShardDir, TensorData};
-use dfd_layout::{backbone_key, DataRoot, PipelineConfig, Split};
+use dfd_layout::{DataRoot, PipelineConfig, Split};
 use safetensors::Dtype;
 use serde_json::Value;
 
@@ -62,7 +62,15 @@ fn write_head(dir: &Path, weight: [f32; 8], bias: [f32; 2]) {
     ])
     .unwrap();
     std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
-    let state = dfd_layout::checkpoint::TrainState::start(0, Vec::new(), None);
+    // Trained on the train split of the test features' backbone (a directory these tests do
+    // not make: evaluate reads only the backbone from it).
+    let trained_on =
+        DataRoot::new("/absent").features("toy", BACKBONE, 224, "pooled", Split::Train, 0);
+    let source = dfd_layout::checkpoint::FeatureSource {
+        dir: trained_on,
+        input_hash: "train-input".into(),
+    };
+    let state = dfd_layout::checkpoint::TrainState::start(0, vec![source], None);
     dfd_layout::checkpoint::write_state(dir, &state).unwrap();
 }
 
@@ -207,11 +215,14 @@ fn make_run(dir: &Path) -> (DataRoot, PathBuf) {
     (data, config_path)
 }
 
+/// The backbone directory of the features (a weights identity's key).
+const BACKBONE: &str = "resnext50_32x4d@w-0123456789abcdef";
+
 /// The test split's feature directory of the pipeline `cfg`.
 fn test_features(data: &DataRoot, cfg: &PipelineConfig) -> PathBuf {
     data.features(
         "toy",
-        &backbone_key(cfg.extract.arch, &cfg.extract.weights),
+        BACKBONE,
         cfg.preprocess.size,
         cfg.extract.cut,
         Split::Test,
@@ -227,6 +238,45 @@ fn evaluate(data: &DataRoot, config: &Path) -> Command {
         .arg("--data-dir")
         .arg(data.root());
     cmd
+}
+
+/// `scores.csv` has one row per test image with each fold's P(fake) and their mean, and the
+/// ensemble entry of `metrics.json` is what its `ensemble` column gives.
+fn ensemble_matches_scores_csv(eval: &Path, metrics: &Value, labels: &[u8]) {
+    let text = std::fs::read_to_string(eval.join("scores.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "id,path,true_label,difficulty,p_fake_fold0,p_fake_fold1,ensemble"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), N);
+    let (mut truth, mut ensemble) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let (f0, f1, mean): (f64, f64, f64) = (
+            row[4].parse().unwrap(),
+            row[5].parse().unwrap(),
+            row[6].parse().unwrap(),
+        );
+        assert_eq!(mean, (f0 + f1) / 2.0, "{row:?}");
+        let id: usize = row[0].parse().unwrap();
+        assert_eq!(row[2], labels[id].to_string());
+        truth.push(labels[id]);
+        ensemble.push(mean);
+    }
+    let want = dfd_metrics::BinaryReport::compute(&truth, &ensemble, 0.5, None).unwrap();
+    let got = &metrics["ensemble"]["metrics"];
+    assert_eq!(metrics["ensemble"]["folds"], serde_json::json!([0, 1]));
+    assert_eq!(got["accuracy"].as_f64().unwrap(), want.accuracy);
+    assert_eq!(got["roc_auc"].as_f64().unwrap(), want.roc_auc);
+    assert_eq!(
+        got["average_precision"].as_f64().unwrap(),
+        want.average_precision
+    );
+    assert_eq!(got["log_loss"].as_f64().unwrap(), want.log_loss);
+    let worst = &metrics["ensemble"]["worst"];
+    assert!(!worst["real_flagged"].as_array().unwrap().is_empty());
+    assert!(!worst["fakes_missed"].as_array().unwrap().is_empty());
 }
 
 #[test]
@@ -305,6 +355,10 @@ fn evaluates_a_two_fold_run() {
     assert_eq!(html.matches("data:image/png;base64,").count(), 3);
     let md = std::fs::read_to_string(eval.join("report.md")).unwrap();
     assert!(md.contains("](roc.png)"));
+    // The features do not say they were pretrained: every report says so first.
+    assert!(md.contains("> **NOT PRETRAINED") && html.contains("class=\"banner\""));
+    assert!(stdout.starts_with("*** NOT PRETRAINED"), "{stdout}");
+    ensemble_matches_scores_csv(&eval, &metrics, &labels);
     assert!(run.stage_marker("evaluate").exists());
 
     // The stage marker never hides a file that fails its checksum: a changed test shard or
@@ -394,12 +448,17 @@ fn killed_anywhere_resumes_to_identical_outputs() {
     let finished = dfd_testkit::run_guarded(&mut evaluate(&clean, &clean_config));
     assert!(finished.status.success(), "{}", finished.stderr);
     let want = eval_files(&clean);
-    assert_eq!(want.len(), 6, "metrics.json, 3 plots, 2 reports");
+    assert_eq!(
+        want.len(),
+        7,
+        "scores.csv, metrics.json, 3 plots, 2 reports"
+    );
 
-    // Killed at writes 1 (metrics.json), 3 (a plot), 6 (report.html) and 7 (the stage marker),
+    // Killed at writes 1 (scores.csv), 2 (metrics.json), 4 (a plot), 7 (report.html) and 8 (the
+    // stage marker),
     // each time with a torn temporary file left behind; then rerun.
     let (killed, killed_config) = make_run(&tmp.path().join("killed"));
-    for at in [1, 3, 6, 7] {
+    for at in [1, 2, 4, 7, 8] {
         dfd_testkit::kill_at_write(&mut evaluate(&killed, &killed_config), at);
         assert!(!dfd_testkit::leftovers(killed.root()).is_empty());
     }

@@ -11,7 +11,7 @@
 //! Reading a feature shard from Python:
 //! ```python
 //! from safetensors.numpy import load_file
-//! shard = load_file("data/features/demo/resnext50_32x4d@hf-timm-resnext50_32x4d.tv_in1k/s224-pooled/train/a0/shard-00000.safetensors")
+//! shard = load_file("data/features/demo/resnext50_32x4d@w-<identity>/s224-pooled/train/a0/shard-00000.safetensors")
 //! x, y, ids = shard["features"], shard["labels"], shard["ids"]  # (N, 2048) float32, (N,) uint8, (N,) uint32
 //! ```
 

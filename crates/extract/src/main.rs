@@ -14,7 +14,9 @@ use dfd_extract::{extract_dir, peak_rss_bytes, stage, DirJob, FeatureSpec};
 use dfd_layout::backbone_key;
 use dfd_layout::cli::{exit, init_tracing, mark_done, progress, CommonArgs, SliceArgs};
 use dfd_layout::config::DeviceSpec;
-use dfd_model::{parse_device, resolve_weights, Backbone, DType, ResolvedWeights, WeightsSource};
+use dfd_model::{
+    parse_device, resolve_weights, Arch, Backbone, DType, ResolvedWeights, WeightsSource,
+};
 use tracing::{info, warn};
 
 #[global_allocator]
@@ -36,8 +38,10 @@ struct Args {
     /// written, so a resumed run may use another one.
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Only check that the configured weights are at hand (cached, local or downloadable), print
-    /// their identity and exit: status 0 when they are, 1 when not.
+    /// Only check the configured weights: find them (cached, local or downloaded), read every
+    /// tensor header and verify every key and shape of `extract.arch`, print the source, the file
+    /// and the identity, and exit: status 0 when they are usable, 1 (naming the first problem)
+    /// when not.
     #[arg(long)]
     check_weights: bool,
 }
@@ -52,15 +56,19 @@ fn run(args: &Args) -> Result<()> {
     args.slice.validate()?;
     let ctx = args.common.load()?;
     let x = &ctx.config.extract;
-    let source: WeightsSource = x
-        .weights
-        .as_str()
-        .parse()
-        .context("reading extract.weights")?;
-    let weights = resolve_weights(&source)
+    let source = WeightsSource::from_config(x.weights.as_str(), &args.common.data_dir)?;
+    let arch: Arch = x.arch.as_str().parse().context("reading extract.arch")?;
+    let weights = resolve_weights(&source, &arch)
         .with_context(|| format!("finding the backbone weights {source}"))?;
     if args.check_weights {
-        println!("{source}: {}", weights.identity);
+        let file = weights
+            .path
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |p| p.display().to_string());
+        println!(
+            "weights {source}: every tensor of {arch} present with its shape\n  file: {file} ({})\n  identity: {}",
+            weights.served_by, weights.identity
+        );
         return Ok(());
     }
     if !source.is_pretrained() {
@@ -106,7 +114,7 @@ fn run(args: &Args) -> Result<()> {
         .map(|j| serde_json::json!({"dir": j.plan.output, "rows": j.plan.input.index().rows, "shards": j.plan.n_shards()}))
         .collect();
     let summary = serde_json::json!({
-        "backbone": backbone_key(x.arch, &x.weights),
+        "backbone": backbone_key(x.arch, &weights.identity),
         "meta": spec.meta(),
         "directories": directories,
         "images_computed": todo,
@@ -132,7 +140,7 @@ fn compute(
         images = todo,
         cut = %spec.cut,
         dtype = %spec.dtype,
-        shape = ?spec.row_shape(),
+        shape = %spec.row_shape().iter().map(ToString::to_string).collect::<Vec<_>>().join("x"),
         batch_size,
         "extracting features"
     );

@@ -42,7 +42,7 @@ pub fn plan_all(
 ) -> Result<Vec<DirPlan>> {
     let name = &config.dataset.name;
     let size = config.preprocess.size;
-    let backbone = backbone_key(config.extract.arch, &config.extract.weights);
+    let backbone = backbone_key(config.extract.arch, &spec.weights_identity);
     directories(config)
         .into_iter()
         .map(|(split, k)| {
@@ -87,7 +87,10 @@ mod tests {
             "hf:a/b",
             "hf:a/b/c.safetensors",
             "hf:a/b/",
+            "hf:a/b@v2/c.safetensors",
+            "torchvision:resnet50",
             "random:7",
+            "w.pth",
             "w.safetensors",
         ] {
             let spec: WeightsSpec = text.parse().unwrap();

@@ -431,3 +431,66 @@ fn a_corrupted_shard_is_named_and_the_rerun_redoes_just_it() {
     let again = s.run(&[]);
     assert!(again.contains("nothing to do"), "{again}");
 }
+
+#[test]
+fn a_log_written_to_a_file_is_plain_text_with_periodic_progress_lines() {
+    let s = pooled_setup();
+    // run_guarded writes stderr to a file, as a job scheduler does.
+    let mut cmd = s.command(&[]);
+    cmd.env_remove("NO_COLOR")
+        .env("DFD_PROGRESS_INTERVAL", "0.01");
+    let out = testkit::run_guarded(&mut cmd);
+    let log = out.stderr;
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains('\x1b'), "escape codes in a log file:\n{log}");
+    let progress: Vec<&str> = log.lines().filter(|l| l.contains("progress: ")).collect();
+    assert!(!progress.is_empty(), "no progress line:\n{log}");
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.contains(" img, ") && l.contains(" img/s, ETA ")),
+        "{progress:#?}"
+    );
+    // Values are written plainly, never as Rust Debug dumps.
+    assert!(!log.contains("Some(") && !log.contains(" { "), "{log}");
+}
+
+#[test]
+fn check_weights_reads_the_file_and_refuses_junk() {
+    let s = pooled_setup();
+    let out = testkit::run_guarded(&mut s.command(&["--check-weights"]));
+    let stdout = out.stdout;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        stdout.contains("random:4") && stdout.contains("identity: random:4"),
+        "{stdout}"
+    );
+
+    // A junk file given by a path relative to --data-dir: read, refused, named.
+    std::fs::write(s.data.join("junk.pth"), b"\x80\x02 not a pickle at all").unwrap();
+    std::fs::write(s.data.join("junk.safetensors"), b"definitely not weights").unwrap();
+    for junk in ["junk.pth", "junk.safetensors"] {
+        let config = std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("random:4", junk);
+        let junk_config = s.data.parent().unwrap().join("junk.toml");
+        std::fs::write(&junk_config, config).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_dfd-extract"))
+            .arg("--config")
+            .arg(&junk_config)
+            .arg("--data-dir")
+            .arg(&s.data)
+            .arg("--check-weights")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{junk} accepted: {stderr}");
+        let line = stderr.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with("dfd-extract: error: ")
+                && line.contains(&s.data.join(junk).display().to_string()),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("backtrace"), "{stderr}");
+    }
+}

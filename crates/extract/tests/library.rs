@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use dfd_extract::{extract_dir, DirJob, DirPlan, FeatureDtype, FeatureSpec};
 use dfd_layout::cli::SliceArgs;
 use dfd_layout::shards::read_index;
-use dfd_model::{imagenet_normalize, resolve_weights, Arch, Backbone, Cut, WeightsSource};
+use dfd_model::{imagenet_normalize, Arch, Backbone, Cut, ResolvedWeights};
 use indicatif::ProgressBar;
 
 use common::{f16s, f32s, read_features, write_image_dir, Images};
@@ -46,7 +46,7 @@ fn spec(seed: u64, cut: Cut, dtype: FeatureDtype) -> FeatureSpec {
 }
 
 fn backbone(seed: u64) -> Backbone {
-    let weights = resolve_weights(&WeightsSource::Random { seed }).unwrap();
+    let weights = ResolvedWeights::random(seed);
     Backbone::load(&tiny_arch(), &weights, &Device::Cpu, DType::F32).unwrap()
 }
 

@@ -78,7 +78,13 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, Reject> {
             | ImageFormat::Tiff
             | ImageFormat::Gif
     ) {
-        return Err(Reject::UnsupportedFormat(format!("{format:?}")));
+        return Err(Reject::UnsupportedFormat(
+            format
+                .extensions_str()
+                .first()
+                .unwrap_or(&"unknown")
+                .to_string(),
+        ));
     }
     if format == ImageFormat::Jpeg && !jpeg_has_end_marker(bytes) {
         return Err(Reject::Truncated(

@@ -1,8 +1,9 @@
 //! Command-line plumbing every stage shares: common flags, logging, progress bars, markers.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -101,20 +102,42 @@ impl SliceArgs {
     }
 }
 
-/// Logging to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logging to stderr, filtered by `RUST_LOG` (default `info`). Colours (ANSI escape codes) only
+/// when stderr is a terminal and `NO_COLOR` is unset or empty, so a log redirected to a file or
+/// collected by Slurm is plain text.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours_wanted())
         .with_target(false)
         .try_init();
 }
 
-/// A progress bar over `len` items of `unit` (e.g. "img") with rate and ETA; hidden when stderr
-/// is not a terminal, so logs stay clean in CI and under make.
+/// True when stderr is a terminal and `NO_COLOR` (<https://no-color.org>) is unset or empty.
+fn colours_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Environment variable: seconds between the progress lines a long stage logs when stderr is not
+/// a terminal (default [`DEFAULT_PROGRESS_INTERVAL`]).
+pub const PROGRESS_INTERVAL_VAR: &str = "DFD_PROGRESS_INTERVAL";
+/// Seconds between progress lines when [`PROGRESS_INTERVAL_VAR`] is unset.
+pub const DEFAULT_PROGRESS_INTERVAL: f64 = 30.0;
+
+/// The progress of a long step over `len` items of `unit` (e.g. "img"). On a terminal: a bar with
+/// rate and ETA. Otherwise (a log file, Slurm, CI): no bar, but a plain log line
+/// `progress: <message> <done>/<total> <unit>, <rate> <unit>/s, ETA <time>` every
+/// `DFD_PROGRESS_INTERVAL` seconds until the bar is finished or dropped.
 pub fn progress(len: u64, unit: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        let bar = ProgressBar::hidden();
+        bar.set_length(len);
+        spawn_progress_lines(&bar, unit.to_string(), progress_interval());
+        return bar;
+    }
     let bar = ProgressBar::new(len);
     let template = format!(
         "{{msg}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}})"
@@ -122,6 +145,103 @@ pub fn progress(len: u64, unit: &str) -> ProgressBar {
     bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
     bar.enable_steady_tick(Duration::from_millis(250));
     bar
+}
+
+/// [`PROGRESS_INTERVAL_VAR`] in seconds; an unset, unparsable or non-positive value gives the
+/// default (a warning says so for a bad value).
+fn progress_interval() -> Duration {
+    let text = match std::env::var(PROGRESS_INTERVAL_VAR) {
+        Ok(text) => text,
+        Err(_) => return Duration::from_secs_f64(DEFAULT_PROGRESS_INTERVAL),
+    };
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+        _ => {
+            tracing::warn!(
+                "{PROGRESS_INTERVAL_VAR}={text:?} is not a positive number of seconds: using {DEFAULT_PROGRESS_INTERVAL}"
+            );
+            Duration::from_secs_f64(DEFAULT_PROGRESS_INTERVAL)
+        }
+    }
+}
+
+/// A thread that logs `bar`'s state every `interval` while it lives and is not finished.
+fn spawn_progress_lines(bar: &ProgressBar, unit: String, interval: Duration) {
+    let weak = bar.downgrade();
+    let poll = interval.min(Duration::from_millis(200));
+    std::thread::spawn(move || {
+        let mut next = Instant::now() + interval;
+        loop {
+            std::thread::sleep(poll);
+            let Some(bar) = weak.upgrade() else { return };
+            if bar.is_finished() {
+                return;
+            }
+            if Instant::now() >= next {
+                tracing::info!("progress: {}", progress_line(&bar, &unit));
+                next = Instant::now() + interval;
+            }
+        }
+    });
+}
+
+/// `<message> <done>/<total> <unit>, <rate> <unit>/s, ETA <time>` for a bar.
+fn progress_line(bar: &ProgressBar, unit: &str) -> String {
+    let (done, total) = (bar.position(), bar.length().unwrap_or(0));
+    let rate = bar.per_sec();
+    let eta = if rate > 0.0 && total >= done {
+        human_duration((total - done) as f64 / rate)
+    } else {
+        "unknown".to_string()
+    };
+    let message = bar.message();
+    let lead = if message.is_empty() {
+        String::new()
+    } else {
+        format!("{message} ")
+    };
+    format!("{lead}{done}/{total} {unit}, {rate:.1} {unit}/s, ETA {eta}")
+}
+
+/// Seconds as `45 s`, `12 min 5 s` or `3 h 20 min`.
+fn human_duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// An optional value as a log shows it: the value (a number to 4 decimals), or `n/a`.
+pub fn plain<T: Plain>(value: Option<T>) -> String {
+    value.map_or_else(|| "n/a".to_string(), |v| v.plain())
+}
+
+/// A value written for people (see [`plain`]).
+pub trait Plain {
+    fn plain(&self) -> String;
+}
+
+impl Plain for f64 {
+    fn plain(&self) -> String {
+        format!("{self:.4}")
+    }
+}
+
+impl<T: std::fmt::Display> Plain for &T {
+    fn plain(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Items as a log shows them: `0, 1, 2`.
+pub fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Writes a stage's completion marker for the run (the Makefile's target).
@@ -171,6 +291,24 @@ pub fn error_message(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_plainly() {
+        assert_eq!(human_duration(44.6), "45 s");
+        assert_eq!(human_duration(725.0), "12 min 5 s");
+        assert_eq!(human_duration(12_000.0), "3 h 20 min");
+    }
+
+    #[test]
+    fn a_progress_line_says_done_total_rate_and_eta() {
+        let bar = ProgressBar::hidden();
+        bar.set_length(10);
+        bar.set_position(4);
+        bar.set_message("features");
+        let line = progress_line(&bar, "img");
+        assert!(line.starts_with("features 4/10 img, "), "{line}");
+        assert!(line.contains(" img/s, ETA "), "{line}");
+    }
 
     #[test]
     fn a_full_disk_is_one_message() {

@@ -371,6 +371,15 @@ impl PipelineConfig {
         if self.extract.batch_size == 0 || self.train.batch_size == 0 {
             bail!("extract.batch_size and train.batch_size must be positive");
         }
+        if let Some(arch) = self.extract.weights.torchvision_arch() {
+            if arch != self.extract.arch.to_string() {
+                bail!(
+                    "extract.weights = \"torchvision:{arch}\" must name extract.arch \
+                     (\"{}\"): torchvision's weights of one architecture do not fit another",
+                    self.extract.arch
+                );
+            }
+        }
         self.validate_train()?;
         if let ClassWeights::Named(n) = &self.train.class_weights {
             if n != "none" && n != "balanced" {
@@ -487,6 +496,18 @@ mod tests {
         }
         let ok = "[extract]\ncut = \"layer3\"\n[train]\nhead = \"finetune-layer4\"\n";
         assert!(PipelineConfig::from_toml(ok, "t").is_ok());
+    }
+
+    #[test]
+    fn torchvision_weights_must_name_the_architecture() {
+        let ok = "[extract]\narch = \"resnet50\"\nweights = \"torchvision:resnet50\"\n";
+        PipelineConfig::from_toml(ok, "t.toml").unwrap();
+        let bad = "[extract]\narch = \"resnet50\"\nweights = \"torchvision:resnext50_32x4d\"\n";
+        let err = PipelineConfig::from_toml(bad, "t.toml").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("must name extract.arch"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -29,4 +29,4 @@ pub mod verify;
 pub mod walk;
 
 pub use config::PipelineConfig;
-pub use paths::{backbone_key, DataRoot, FoldDir, RunDir, Split};
+pub use paths::{backbone_key, backbone_of_features, DataRoot, FoldDir, RunDir, Split};

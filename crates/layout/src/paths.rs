@@ -111,21 +111,25 @@ impl DataRoot {
     }
 }
 
-/// The directory name of a backbone's features: architecture and weights source, e.g.
-/// `resnext50_32x4d@hf-timm-resnext50_32x4d.tv_in1k`, `resnet50@random-7`, `resnet50@file-mine`,
-/// from the text of `extract.arch` and `extract.weights`.
-pub fn backbone_key(arch: impl AsRef<str>, weights: impl AsRef<str>) -> String {
-    let (arch, weights) = (arch.as_ref(), weights.as_ref());
-    let tag = if let Some(repo) = weights.strip_prefix("hf:") {
-        format!("hf-{repo}")
-    } else if let Some(seed) = weights.strip_prefix("random:") {
+/// The backbone key of a feature directory made by [`DataRoot::features`]
+/// (`…/<backbone>/s<size>-<cut>/<split>/a<copy>`), e.g. the one a fold was trained on.
+pub fn backbone_of_features(dir: &Path) -> Option<&str> {
+    dir.ancestors().nth(3)?.file_name()?.to_str()
+}
+
+/// The directory name of a backbone's features: the architecture (`extract.arch`) and the
+/// weights identity (`ResolvedWeights::identity` of dfd-model), e.g. `resnet50@random-7` for
+/// `random:7`, `resnext50_32x4d@w-1a2b3c4d5e6f7a8b` for a content hash `blake3:1a2b3c4d5e6f7a8b…`.
+/// Files with the same tensors (a `.pth`, a safetensors file, the hub's copy) share one
+/// directory, whatever their names.
+pub fn backbone_key(arch: impl AsRef<str>, identity: impl AsRef<str>) -> String {
+    let (arch, identity) = (arch.as_ref(), identity.as_ref());
+    let tag = if let Some(seed) = identity.strip_prefix("random:") {
         format!("random-{seed}")
+    } else if let Some(hex) = identity.strip_prefix("blake3:") {
+        format!("w-{}", &hex[..hex.len().min(16)])
     } else {
-        let stem = Path::new(weights)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        format!("file-{stem}")
+        identity.to_string()
     };
     let tag: String = tag
         .chars()
@@ -153,6 +157,15 @@ impl RunDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The layout root holding this run (`<root>/runs/<pipeline>/<run-id>`), against which the
+    /// run config's relative paths (`extract.weights`) are taken.
+    pub fn data_root(&self) -> &Path {
+        self.path
+            .ancestors()
+            .nth(3)
+            .unwrap_or_else(|| Path::new("."))
     }
 
     /// `config.toml`: the resolved pipeline config the run was made with.
@@ -254,15 +267,20 @@ mod tests {
     }
 
     #[test]
+    fn a_feature_directory_names_its_backbone() {
+        let root = DataRoot::new("/d");
+        let dir = root.features("ds", "resnet50@random-7", 224, "pooled", Split::Train, 2);
+        assert_eq!(backbone_of_features(&dir), Some("resnet50@random-7"));
+    }
+
+    #[test]
     fn backbone_keys_are_path_safe() {
+        let hex = "0123456789abcdef".repeat(4);
         assert_eq!(
-            backbone_key("resnext50_32x4d", "hf:timm/resnext50_32x4d.tv_in1k"),
-            "resnext50_32x4d@hf-timm-resnext50_32x4d.tv_in1k"
+            backbone_key("resnext50_32x4d", format!("blake3:{hex}")),
+            "resnext50_32x4d@w-0123456789abcdef"
         );
         assert_eq!(backbone_key("resnet50", "random:7"), "resnet50@random-7");
-        assert_eq!(
-            backbone_key("resnet50", "/w/my weights.safetensors"),
-            "resnet50@file-my-weights"
-        );
+        assert_eq!(backbone_key("resnet50", "odd id/x"), "resnet50@odd-id-x");
     }
 }

@@ -68,6 +68,14 @@ pub struct ShardIndex {
     pub meta: serde_json::Value,
 }
 
+impl ShardIndex {
+    /// The backbone weights identity a feature directory was computed with (`meta.weights`,
+    /// written by dfd-extract); None for image directories.
+    pub fn weights_identity(&self) -> Option<&str> {
+        self.meta.get("weights").and_then(|w| w.as_str())
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Sidecar {
     input_hash: String,
@@ -407,12 +415,12 @@ impl ShardReader {
             .with_context(|| format!("shard {} has no tensor `{name}`", self.path.display()))?;
         ensure!(
             dtypes.contains(&t.dtype()),
-            "shard {}: `{name}` is {:?}, expected {}",
+            "shard {}: `{name}` is {}, expected {}",
             self.path.display(),
-            t.dtype(),
+            dtype_name(t.dtype()),
             dtypes
                 .iter()
-                .map(|d| format!("{d:?}"))
+                .map(|&d| dtype_name(d))
                 .collect::<Vec<_>>()
                 .join(" or ")
         );
@@ -554,6 +562,11 @@ impl FeatureRows<'_> {
 /// Little-endian bytes of a u32 slice (for `ids`).
 pub fn u32_bytes(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A safetensors dtype as people write it: `f16`, `f32`, `u8`.
+fn dtype_name(dtype: safetensors::Dtype) -> String {
+    format!("{dtype:?}").to_ascii_lowercase()
 }
 
 #[cfg(test)]

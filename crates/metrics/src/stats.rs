@@ -15,6 +15,16 @@ pub struct MeanStd {
     pub std: Option<f64>,
 }
 
+/// `0.8123 ± 0.0210 (n=5)`, or `0.8123 (n=1)` without a standard deviation.
+impl std::fmt::Display for MeanStd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.std {
+            Some(std) => write!(f, "{:.4} ± {std:.4} (n={})", self.mean, self.n),
+            None => write!(f, "{:.4} (n={})", self.mean, self.n),
+        }
+    }
+}
+
 /// Mean and sample standard deviation of `values`. Errors when empty or a value is not finite.
 pub fn mean_std(values: &[f64]) -> Result<MeanStd> {
     check_values("mean ± std", values)?;

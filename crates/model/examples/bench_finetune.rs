@@ -13,9 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_nn::{loss::cross_entropy, AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use clap::Parser;
-use dfd_model::{
-    init_layer4_from, resolve_weights, Arch, DType, Device, Head, HeadSpec, Tensor, WeightsSource,
-};
+use dfd_model::{init_layer4_from, Arch, DType, Device, Head, HeadSpec, ResolvedWeights, Tensor};
 
 #[derive(Parser)]
 struct Args {
@@ -45,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         0,
     )
     .context("building the fine-tune head")?;
-    let weights = resolve_weights(&WeightsSource::Random { seed: 0 })?;
+    let weights = ResolvedWeights::random(0);
     init_layer4_from(&varmap, &weights, &arch)?;
     let mut opt = AdamW::new(
         head.trainable_vars(),

@@ -12,9 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
-use dfd_model::{
-    resolve_weights, Arch, Backbone, BnMode, Cut, DType, Device, Network, Tensor, WeightsSource,
-};
+use dfd_model::{Arch, Backbone, BnMode, Cut, DType, Device, Network, ResolvedWeights, Tensor};
 
 type Forward = Box<dyn Fn(&Tensor, Cut) -> candle_core::Result<Tensor>>;
 
@@ -30,7 +28,7 @@ fn model(arch: &Arch, unfused: bool) -> anyhow::Result<Forward> {
             network.forward_range(x, None, cut, false)
         }));
     }
-    let weights = resolve_weights(&WeightsSource::Random { seed: 0 })?;
+    let weights = ResolvedWeights::random(0);
     let backbone = Backbone::load(arch, &weights, &Device::Cpu, DType::F32)
         .context("building the random backbone")?;
     Ok(Box::new(move |x, cut| backbone.forward_to(x, cut)))

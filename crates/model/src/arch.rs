@@ -101,6 +101,31 @@ impl FromStr for Arch {
     }
 }
 
+/// The torchvision name of a preset (`resnext50_32x4d`, …); other shapes read as
+/// `resnet(blocks 1-1-1-1, 8x4d, 5 classes)`.
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let preset = [
+            ("resnext50_32x4d", Self::resnext50_32x4d()),
+            ("resnet50", Self::resnet50()),
+            ("resnext101_32x8d", Self::resnext101_32x8d()),
+        ]
+        .into_iter()
+        .find(|(_, arch)| arch == self);
+        match preset {
+            Some((name, _)) => f.write_str(name),
+            None => {
+                let [a, b, c, d] = self.blocks;
+                write!(
+                    f,
+                    "resnet(blocks {a}-{b}-{c}-{d}, {}x{}d, {} classes)",
+                    self.groups, self.width_per_group, self.num_classes
+                )
+            }
+        }
+    }
+}
+
 /// Named cut points, in network order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -29,11 +29,14 @@ impl Backbone {
         dtype: DType,
     ) -> anyhow::Result<Self> {
         if device.is_cpu() && dtype != DType::F32 {
-            anyhow::bail!("dtype {dtype:?} is only supported on a GPU device; use f32 on the CPU");
+            anyhow::bail!(
+                "dtype {} is only supported on a GPU device; use f32 on the CPU",
+                dtype.as_str()
+            );
         }
         let vb = weights.var_builder(arch, dtype, device)?;
         let network = Network::new(&vb, arch, BnMode::Frozen)
-            .with_context(|| format!("loading {arch:?} from weights {}", weights.source))?;
+            .with_context(|| format!("loading {arch} from weights {}", weights.source))?;
         Ok(Self {
             arch: arch.clone(),
             network,

@@ -53,6 +53,25 @@ impl HeadSpec {
     }
 }
 
+/// Plainly, for logs: `mlp 2048→512→2 (dropout 0.5)`, `linear 200704→2 (dropout 0)`,
+/// `finetune-layer4 of resnext50_32x4d (dropout 0.5)`.
+impl std::fmt::Display for HeadSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mlp { input, hidden, .. } => {
+                write!(f, "mlp {input}")?;
+                for width in hidden {
+                    write!(f, "→{width}")?;
+                }
+                f.write_str("→2")?;
+            }
+            Self::Linear { input, .. } => write!(f, "linear {input}→2")?,
+            Self::FinetuneLayer4 { arch, .. } => write!(f, "finetune-layer4 of {arch}")?,
+        }
+        write!(f, " (dropout {})", self.dropout())
+    }
+}
+
 enum Body {
     /// Linear layers with ReLU between them; dropout before each.
     Classifier(Vec<Linear>),
@@ -229,7 +248,7 @@ impl Head {
     ) -> anyhow::Result<(Self, VarMap)> {
         let mut varmap = VarMap::new();
         let head = Self::new(spec, VarBuilder::from_varmap(&varmap, DType::F32, device))
-            .with_context(|| format!("building head {spec:?}"))?;
+            .with_context(|| format!("building head {spec}"))?;
         varmap
             .load(weights)
             .with_context(|| format!("loading head weights from {}", weights.display()))?;

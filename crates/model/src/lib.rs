@@ -1,5 +1,6 @@
 //! dfd-model: torchvision's ResNet/ResNeXt family in candle, the trainable heads, and weight
-//! loading (Hugging Face hub, local safetensors, or seeded random weights).
+//! loading (Hugging Face hub, torchvision's downloads, local safetensors or `.pth`, or seeded
+//! random weights).
 //!
 //! Knows nothing of the on-disk layout. Every convolution goes through [`dfd_ops::conv2d`].
 //! Parameter names are exactly torchvision's state_dict names, so torchvision/timm checkpoints
@@ -26,5 +27,6 @@ pub use layout::Layout;
 pub use norm::{BatchNorm, BnMode, BN_EPS, BN_MOMENTUM};
 pub use score::{ensemble, p_fake, NonFinite, Score};
 pub use weights::{
-    resolve_weights, ResolvedWeights, WeightsSource, DEFAULT_HUB_FILE, DEFAULT_WEIGHTS,
+    resolve_weights, torchvision_file, ResolvedWeights, WeightsFile, WeightsSource,
+    DEFAULT_HUB_FILE, DEFAULT_WEIGHTS, TORCH_HOME_VAR,
 };

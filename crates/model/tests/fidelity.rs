@@ -41,7 +41,7 @@ fn eval_matches_pytorch(size: usize) {
     let arch = reference.arch();
     let dir = tempfile::tempdir().unwrap();
     let path = deterministic_weights_file(&arch, dir.path());
-    let weights = resolve_weights(&WeightsSource::File(path)).unwrap();
+    let weights = resolve_weights(&WeightsSource::File(path), &arch).unwrap();
     let backbone = Backbone::load(&arch, &weights, &Device::Cpu, DType::F32).unwrap();
 
     let images = reference.tensor(&format!("s{size}.images"));

@@ -5,13 +5,13 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use dfd_model::{resolve_weights, Arch, Backbone, Cut, WeightsSource};
+use dfd_model::{Arch, Backbone, Cut, ResolvedWeights};
 
 #[test]
 #[ignore = "benchmark: full-size resnext50_32x4d, takes tens of seconds"]
 fn resnext50_224px_batch8_to_pooled() {
     let arch = Arch::resnext50_32x4d();
-    let weights = resolve_weights(&WeightsSource::Random { seed: 0 }).unwrap();
+    let weights = ResolvedWeights::random(0);
     let backbone = Backbone::load(&arch, &weights, &Device::Cpu, DType::F32).unwrap();
     let x = Tensor::randn(0f32, 1.0, (8, 3, 224, 224), &Device::Cpu).unwrap();
     backbone

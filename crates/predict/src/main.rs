@@ -163,8 +163,9 @@ fn run(args: &Args) -> Result<()> {
         None => None,
     };
     tracing::info!(
-        "scoring {} files with fold(s) {folds:?} ({checkpoint}) of {}, threshold {threshold} ({threshold_source})",
+        "scoring {} files with fold(s) {} ({checkpoint}) of {}, threshold {threshold} ({threshold_source})",
         files.len(),
+        dfd_layout::cli::list(&folds),
         args.run.display()
     );
     let mut job = Job {

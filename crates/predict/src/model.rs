@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
+use dfd_layout::shards::read_index;
 use dfd_layout::{PipelineConfig, RunDir};
 use dfd_model::{
     resolve_weights, Arch, Backbone, BnMode, Cut, Head, HeadSpec, Score, Stage, WeightsSource,
@@ -24,6 +25,8 @@ pub struct LoadedHead {
     pub origin: PathBuf,
     pub head: Head,
     pub varmap: VarMap,
+    /// The first feature directory the head was trained on (from `state.json`).
+    pub trained_on: Option<PathBuf>,
 }
 
 impl LoadedHead {
@@ -35,12 +38,44 @@ impl LoadedHead {
         let spec: HeadSpec = checkpoint.head_spec()?;
         let origin = checkpoint.file(CHECKPOINT_WEIGHTS);
         let (head, varmap) = Head::load(&spec, &origin, device)?;
+        let trained_on = checkpoint.state().sources.first().map(|s| s.dir.clone());
         Ok(Self {
             origin,
             head,
             varmap,
+            trained_on,
         })
     }
+}
+
+/// Refuses a head trained on features of other backbone weights than `identity` (the weights
+/// identity in its training features' `index.json`). When those features are gone the check
+/// cannot be made: that is logged.
+fn same_backbone(head: &LoadedHead, identity: &str) -> Result<()> {
+    let Some(dir) = &head.trained_on else {
+        return Ok(());
+    };
+    let trained = match read_index(dir) {
+        Ok(index) => index.weights_identity().unwrap_or("unknown").to_string(),
+        Err(_) => {
+            tracing::warn!(
+                "{} was trained on {}, which is gone: cannot check it was the same backbone",
+                head.origin.display(),
+                dir.display()
+            );
+            return Ok(());
+        }
+    };
+    if trained != identity {
+        bail!(
+            "the backbone weights now configured have identity {identity}, but {} was trained on \
+             features of weights {trained} ({}): its scores would be meaningless. Restore the \
+             weights the run was made with, or re-extract and retrain",
+            head.origin.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The `dfd-train` command that retrains the run at `run` (`<data>/runs/<pipeline>/<run-id>`),
@@ -137,12 +172,9 @@ impl Predictor {
             .as_str()
             .parse()
             .context("reading extract.cut of the run's config")?;
-        let source: WeightsSource = extract
-            .weights
-            .as_str()
-            .parse()
-            .context("reading extract.weights of the run's config")?;
-        let weights = resolve_weights(&source)
+        let source = WeightsSource::from_config(extract.weights.as_str(), run.data_root())
+            .context("reading the run's config")?;
+        let weights = resolve_weights(&source, &arch)
             .with_context(|| format!("finding backbone weights {source}"))?;
         let backbone = Backbone::load(&arch, &weights, device, DType::F32)
             .with_context(|| format!("loading backbone {} from {source}", extract.arch))?;
@@ -154,6 +186,9 @@ impl Predictor {
                     .with_context(|| format!("loading fold {k}'s head from {}", dir.display()))
             })
             .collect::<Result<Vec<_>>>()?;
+        for head in &heads {
+            same_backbone(head, &weights.identity)?;
+        }
         Self::new(
             backbone,
             cut,
@@ -189,12 +224,12 @@ impl Predictor {
                             })
                         }
                         HeadSpec::FinetuneLayer4 { arch, .. } => bail!(
-                            "head {} fine-tunes layer4 of {arch:?}, but the backbone is {:?}",
+                            "head {} fine-tunes layer4 of {arch}, but the backbone is {}",
                             h.origin.display(),
                             backbone.arch()
                         ),
                         other => bail!(
-                            "heads of one run must be of one kind: {} is {other:?}",
+                            "heads of one run must be of one kind: {} is {other}",
                             h.origin.display()
                         ),
                     })
@@ -210,7 +245,7 @@ impl Predictor {
                             "head {} takes {input} inputs, but the backbone's `{cut}` features of {size}-px images have {features}",
                             h.origin.display()
                         ),
-                        other => bail!("heads of one run must be of one kind: {} is {other:?}", h.origin.display()),
+                        other => bail!("heads of one run must be of one kind: {} is {other}", h.origin.display()),
                     }
                 }
                 Members::Classifier {
@@ -314,7 +349,7 @@ fn mean(tensors: &[Tensor]) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dfd_model::init_layer4_from;
+    use dfd_model::{init_layer4_from, ResolvedWeights};
 
     const SIZE: usize = 64;
 
@@ -328,7 +363,7 @@ mod tests {
     }
 
     fn backbone(seed: u64) -> Backbone {
-        let weights = resolve_weights(&WeightsSource::Random { seed }).unwrap();
+        let weights = ResolvedWeights::random(seed);
         Backbone::load(&small_arch(), &weights, &Device::Cpu, DType::F32).unwrap()
     }
 
@@ -341,13 +376,14 @@ mod tests {
         )
         .unwrap();
         if let HeadSpec::FinetuneLayer4 { arch, .. } = spec {
-            let weights = resolve_weights(&WeightsSource::Random { seed: seed + 100 }).unwrap();
+            let weights = ResolvedWeights::random(seed + 100);
             init_layer4_from(&varmap, &weights, arch).unwrap();
         }
         LoadedHead {
             origin: PathBuf::from(format!("head-{seed}")),
             head,
             varmap,
+            trained_on: None,
         }
     }
 

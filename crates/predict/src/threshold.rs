@@ -62,7 +62,10 @@ pub fn resolve(
             let mean = thresholds.iter().sum::<f64>() / thresholds.len() as f64;
             Ok((
                 mean,
-                format!("mean validation EER threshold of fold(s) {folds:?}, checkpoint `{tag}`"),
+                format!(
+                    "mean validation EER threshold of fold(s) {}, checkpoint `{tag}`",
+                    dfd_layout::cli::list(folds)
+                ),
             ))
         }
     }

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 use common::{fixture, spec, SIZE};
-use dfd_model::{imagenet_normalize, resolve_weights, Arch, Backbone, Cut, Head, WeightsSource};
+use dfd_model::{imagenet_normalize, Arch, Backbone, Cut, Head, ResolvedWeights};
 
 /// The expected scored files, in output order (sorted walk; broken.jpg sorts first).
 fn good_files(images: &Path) -> Vec<PathBuf> {
@@ -21,7 +21,7 @@ fn good_files(images: &Path) -> Vec<PathBuf> {
 
 /// P(fake) of each file computed alone: decode, Resize+CenterCrop, normalise, backbone, head.
 fn reference_scores(files: &[PathBuf], checkpoint: &Path) -> Vec<f32> {
-    let weights = resolve_weights(&WeightsSource::Random { seed: 1 }).unwrap();
+    let weights = ResolvedWeights::random(1);
     let backbone = Backbone::load(&Arch::resnet50(), &weights, &Device::Cpu, DType::F32).unwrap();
     let (head, _) =
         Head::load(&spec(), &checkpoint.join("model.safetensors"), &Device::Cpu).unwrap();

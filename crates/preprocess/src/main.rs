@@ -98,8 +98,9 @@ fn run(args: &Args) -> Result<()> {
     }
     if args.strict && !catalog.rejects.is_empty() {
         bail!(
-            "--strict: {} input files were rejected ({reasons:?}); see {}",
+            "--strict: {} input files were rejected ({}); see {}",
             catalog.rejects.len(),
+            by_reason(&reasons),
             ctx.data.rejects(dataset).display()
         );
     }
@@ -179,7 +180,7 @@ fn run(args: &Args) -> Result<()> {
         if reasons.is_empty() {
             String::new()
         } else {
-            format!(" {reasons:?}")
+            format!(" ({})", by_reason(&reasons))
         },
         summary["images_per_s"].as_f64().unwrap_or(0.0),
     );
@@ -219,4 +220,10 @@ fn write_if_changed<T: PartialEq>(
         return Ok(());
     }
     write(path, rows)
+}
+
+/// Reject counts for people: `unreadable: 2, not_an_image: 1`.
+fn by_reason(reasons: &BTreeMap<&str, usize>) -> String {
+    let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    parts.join(", ")
 }

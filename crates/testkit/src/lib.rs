@@ -1,6 +1,9 @@
 //! Test-only helpers for the stages' integration tests (a dev-dependency, never linked into a
 //! binary): running a stage with a hang guard, killing it at a chosen write
-//! ([`FAULT_AT_WRITE`]), finding leftovers, and a small tmpfs to fill the disk.
+//! ([`FAULT_AT_WRITE`]), finding leftovers, a small tmpfs to fill the disk, and PyTorch `.pth`
+//! files ([`pth`]).
+
+pub mod pth;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 use dfd_layout::checkpoint::FeatureSource;
 use dfd_layout::manifest::ManifestRow;
 use dfd_layout::shards::{FeatureRows, ShardReader, ShardSet};
-use dfd_layout::{backbone_key, DataRoot, PipelineConfig, Split};
+use dfd_layout::{DataRoot, PipelineConfig, Split};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
@@ -157,11 +157,17 @@ pub struct FoldData {
     pub sources: Vec<FeatureSource>,
 }
 
-/// Feature directory of the train split, copy `copy`, for this pipeline.
-pub fn train_features_dir(data: &DataRoot, cfg: &PipelineConfig, copy: u32) -> PathBuf {
+/// Feature directory of the train split, copy `copy`, for this pipeline and the backbone
+/// directory `backbone` ([`dfd_layout::backbone_key`] of the resolved weights).
+pub fn train_features_dir(
+    data: &DataRoot,
+    cfg: &PipelineConfig,
+    backbone: &str,
+    copy: u32,
+) -> PathBuf {
     data.features(
         &cfg.dataset.name,
-        &backbone_key(cfg.extract.arch, &cfg.extract.weights),
+        backbone,
         cfg.preprocess.size,
         cfg.extract.cut,
         Split::Train,
@@ -173,10 +179,11 @@ impl FoldData {
     /// Opens fold `fold`'s training rows (copies of other folds) and validation rows (fold
     /// `fold`'s `a0`). Every id in the shards must be a train-split manifest row with a fold.
     /// `rebuild` is the command that makes the feature directories again (named when a shard
-    /// fails its checksum).
+    /// fails its checksum); `backbone` names the feature directory (see [`train_features_dir`]).
     pub fn open(
         data: &DataRoot,
         cfg: &PipelineConfig,
+        backbone: &str,
         manifest: &[ManifestRow],
         fold: u8,
         rebuild: &str,
@@ -195,7 +202,7 @@ impl FoldData {
         };
         let copies = cfg.train.copies.min(cfg.preprocess.copies);
         let train_dirs: Vec<PathBuf> = (0..=copies)
-            .map(|c| train_features_dir(data, cfg, c))
+            .map(|c| train_features_dir(data, cfg, backbone, c))
             .collect();
         let a0 = train_dirs[0].clone();
         let (train, mut sources) =

@@ -12,9 +12,7 @@ use dfd_layout::checkpoint::{Best, Checkpoint, TrainState};
 use dfd_layout::config::{ArchName, HeadKind, TrainConfig};
 use dfd_layout::runlog::{self, LogRecord};
 use dfd_layout::{FoldDir, PipelineConfig};
-use dfd_model::{
-    init_layer4_from, resolve_weights, Arch, Cut, Head, HeadSpec, ResolvedWeights, WeightsSource,
-};
+use dfd_model::{init_layer4_from, Arch, Cut, Head, HeadSpec, ResolvedWeights};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -68,17 +66,16 @@ pub struct HeadPlan {
 }
 
 impl HeadPlan {
-    /// The head of `cfg` for feature rows of `row_shape`; finds (and hashes) the layer4 weights of
-    /// a `finetune-layer4` head, so a missing weights file fails here.
-    pub fn new(cfg: &PipelineConfig, row_shape: &[usize]) -> Result<Self> {
+    /// The head of `cfg` for feature rows of `row_shape`; a `finetune-layer4` head keeps the
+    /// backbone `weights` its layer4 starts from.
+    pub fn new(
+        cfg: &PipelineConfig,
+        row_shape: &[usize],
+        weights: ResolvedWeights,
+    ) -> Result<Self> {
         let spec = head_spec(&cfg.train, cfg.extract.arch, row_shape)?;
         let layer4 = match spec {
-            HeadSpec::FinetuneLayer4 { .. } => {
-                let source: WeightsSource = cfg.extract.weights.as_str().parse()?;
-                let weights = resolve_weights(&source)
-                    .with_context(|| format!("finding the layer4 weights {source}"))?;
-                Some(weights)
-            }
+            HeadSpec::FinetuneLayer4 { .. } => Some(weights),
             _ => None,
         };
         Ok(Self { spec, layer4 })
@@ -98,8 +95,7 @@ pub fn init_head(
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let seed: u64 = dfd_layout::rng::stream(cfg.seed, "init", &[u64::from(fold)]).random();
-    let head =
-        Head::new_seeded(spec, vb, seed).with_context(|| format!("building head {spec:?}"))?;
+    let head = Head::new_seeded(spec, vb, seed).with_context(|| format!("building head {spec}"))?;
     let identity = match (spec, &plan.layer4) {
         (HeadSpec::FinetuneLayer4 { arch, .. }, Some(weights)) => {
             init_layer4_from(&varmap, weights, arch)?;
@@ -215,7 +211,7 @@ impl FoldJob<'_> {
             train_rows = self.data.train.len(),
             val_rows = self.data.val.len(),
             steps = total_steps,
-            head = ?spec,
+            head = %spec,
             "training"
         );
         let mut trainer = Trainer {
@@ -451,7 +447,7 @@ impl Trainer<'_> {
             time_s: state.elapsed_s,
         };
         self.append(log, state, record)?;
-        tracing::info!(fold = job.data.fold, epoch, step = state.step, val_loss = v.loss, val_accuracy = v.accuracy, val_auc = ?v.auc, "validation");
+        tracing::info!(fold = job.data.fold, epoch, step = state.step, val_loss = v.loss, val_accuracy = v.accuracy, val_auc = %dfd_layout::cli::plain(v.auc), "validation");
         let best_value = state.best.as_ref().map(|b| {
             monitor::value(
                 self.monitor,

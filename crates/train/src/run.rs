@@ -7,8 +7,9 @@ use dfd_layout::atomic::write_json_atomic;
 use dfd_layout::cli::mark_done;
 use dfd_layout::config::Monitor;
 use dfd_layout::manifest::{read_manifest, ManifestRow};
-use dfd_layout::{DataRoot, PipelineConfig};
+use dfd_layout::{backbone_key, DataRoot, PipelineConfig};
 use dfd_metrics::{mean_std, MeanStd};
+use dfd_model::{resolve_weights, Arch, WeightsSource};
 use serde::Serialize;
 use serde_json::json;
 
@@ -63,7 +64,14 @@ pub fn run(cli: &Cli) -> Result<()> {
             for &k in &pending {
                 let data = match first.take() {
                     Some(data) => data,
-                    None => FoldData::open(&ctx.data, &cfg, &setup.manifest, k, &extract_cmd)?,
+                    None => FoldData::open(
+                        &ctx.data,
+                        &cfg,
+                        &setup.backbone,
+                        &setup.manifest,
+                        k,
+                        &extract_cmd,
+                    )?,
                 };
                 let job = FoldJob {
                     cfg: &cfg,
@@ -86,8 +94,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         write_json_atomic(&summary_path, &summary)?;
     }
     tracing::info!(
-        val_accuracy = ?summary.val_accuracy,
-        val_auc = ?summary.val_auc,
+        val_accuracy = %dfd_layout::cli::plain(summary.val_accuracy.as_ref()),
+        val_auc = %dfd_layout::cli::plain(summary.val_auc.as_ref()),
         "training done"
     );
     mark_done(
@@ -106,6 +114,8 @@ struct Setup {
     head: HeadPlan,
     /// The first pending fold's rows, opened to find the features and their shape.
     first: FoldData,
+    /// The feature directories' backbone key, from the resolved weights' identity.
+    backbone: String,
 }
 
 impl Setup {
@@ -113,13 +123,19 @@ impl Setup {
     fn new(data: &DataRoot, cfg: &PipelineConfig, first: u8, extract_cmd: &str) -> Result<Self> {
         let manifest = read_manifest(&data.manifest(&cfg.dataset.name))?;
         let device = dfd_model::parse_device(cfg.extract.device.as_str())?;
-        let first = FoldData::open(data, cfg, &manifest, first, extract_cmd)?;
-        let head = HeadPlan::new(cfg, first.train.row_shape())?;
+        let arch: Arch = cfg.extract.arch.as_str().parse()?;
+        let source = WeightsSource::from_config(cfg.extract.weights.as_str(), data.root())?;
+        let weights = resolve_weights(&source, &arch)
+            .with_context(|| format!("finding the backbone weights {source}"))?;
+        let backbone = backbone_key(cfg.extract.arch, &weights.identity);
+        let first = FoldData::open(data, cfg, &backbone, &manifest, first, extract_cmd)?;
+        let head = HeadPlan::new(cfg, first.train.row_shape(), weights)?;
         Ok(Self {
             manifest,
             device,
             head,
             first,
+            backbone,
         })
     }
 }

@@ -43,9 +43,16 @@ fn check_val_eer_threshold(data: &std::path::Path, pipeline: &str, fold: u8) {
     varmap.load(dir.join("model.safetensors")).unwrap();
     let cfg = PipelineConfig::load(&root.run(pipeline, "main").config()).unwrap();
     let manifest = read_manifest(&root.manifest("synth")).unwrap();
-    let val = FoldData::open(&root, &cfg, &manifest, fold, "dfd-extract")
-        .unwrap()
-        .val;
+    let val = FoldData::open(
+        &root,
+        &cfg,
+        &common::backbone(&cfg),
+        &manifest,
+        fold,
+        "dfd-extract",
+    )
+    .unwrap()
+    .val;
     let (x, _) = val
         .batch(&(0..val.len()).collect::<Vec<_>>(), &Device::Cpu)
         .unwrap();
@@ -300,7 +307,15 @@ fn a_fold_k_image_is_never_trained_on() {
     let manifest = read_manifest(&root.manifest("synth")).unwrap();
     let fold_of = |id: u32| manifest[id as usize].fold;
     for k in 0..4u8 {
-        let data = FoldData::open(&root, &cfg, &manifest, k, "dfd-extract").unwrap();
+        let data = FoldData::open(
+            &root,
+            &cfg,
+            &common::backbone(&cfg),
+            &manifest,
+            k,
+            "dfd-extract",
+        )
+        .unwrap();
         let others: Vec<u32> = manifest
             .iter()
             .filter(|r| r.split == Split::Train && r.fold != Some(k))
@@ -356,7 +371,7 @@ fn the_test_split_is_never_read() {
     // Poison the test split's feature directory: any attempt to read it fails.
     let test_dir = DataRoot::new(tmp.path()).features(
         "synth",
-        &dfd_layout::backbone_key(cfg.extract.arch, &cfg.extract.weights),
+        &common::backbone(&cfg),
         cfg.preprocess.size,
         cfg.extract.cut,
         Split::Test,
@@ -385,9 +400,16 @@ fn a_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint() {
     let cfg = PipelineConfig::load(&probe_cfg).unwrap();
     let root = DataRoot::new(&probe);
     let manifest = read_manifest(&root.manifest("synth")).unwrap();
-    let poisoned = FoldData::open(&root, &cfg, &manifest, 0, "dfd-extract")
-        .unwrap()
-        .epoch_batch_ids(cfg.seed, 0, 10)[3][0];
+    let poisoned = FoldData::open(
+        &root,
+        &cfg,
+        &common::backbone(&cfg),
+        &manifest,
+        0,
+        "dfd-extract",
+    )
+    .unwrap()
+    .epoch_batch_ids(cfg.seed, 0, 10)[3][0];
     let synth = Synth {
         poison: Some(poisoned),
         ..clean

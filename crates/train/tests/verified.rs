@@ -94,8 +94,13 @@ fn a_corrupted_feature_shard_fails_naming_it_and_the_extract_command() {
     let tmp = tempfile::tempdir().unwrap();
     let (cfg, _) = setup(tmp.path());
     let config = dfd_layout::PipelineConfig::load(&cfg).unwrap();
-    let shard = dfd_train::data::train_features_dir(&DataRoot::new(tmp.path()), &config, 1)
-        .join("shard-00001.safetensors");
+    let shard = dfd_train::data::train_features_dir(
+        &DataRoot::new(tmp.path()),
+        &config,
+        &common::backbone(&config),
+        1,
+    )
+    .join("shard-00001.safetensors");
     corrupt(&shard);
     let err = format!("{:#}", train(tmp.path(), &cfg, &[]).unwrap_err());
     let command = format!(

@@ -195,8 +195,9 @@ impl Monitor {
     }
 }
 
-/// `extract.weights`, syntax-checked: `hf:<owner>/<name>[/<file>]`, `random:<seed>` (not
-/// pretrained), or any other non-empty text as a local `.safetensors` path. Kept as written, so
+/// `extract.weights`, syntax-checked: `hf:<owner>/<name>[@<revision>][/<file>]`,
+/// `torchvision:<arch>`, `random:<seed>` (not pretrained), or any other non-empty text as a local
+/// `.safetensors` or `.pth` path (relative to the layout root). Kept as written, so
 /// it serialises (and names feature directories) exactly as given.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct WeightsSpec(String);
@@ -204,11 +205,17 @@ pub struct WeightsSpec(String);
 impl WeightsSpec {
     /// What `extract.weights` accepts, in words.
     pub const ACCEPTED: &'static str =
-        "hf:<owner>/<name>[/<file>], random:<seed> (an unsigned integer), or a local .safetensors path";
+        "hf:<owner>/<name>[@<revision>][/<file>], torchvision:<arch>, random:<seed> (an unsigned \
+         integer), or a local .safetensors/.pth path";
 
     /// The text as written in the pipeline file.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The architecture named by `torchvision:<arch>`, if that is the source.
+    pub fn torchvision_arch(&self) -> Option<&str> {
+        self.0.strip_prefix("torchvision:")
     }
 }
 
@@ -225,7 +232,10 @@ impl FromStr for WeightsSpec {
     fn from_str(s: &str) -> Result<Self, BadValue> {
         let ok = if let Some(repo) = s.strip_prefix("hf:") {
             let mut parts = repo.splitn(3, '/');
-            matches!((parts.next(), parts.next()), (Some(owner), Some(name)) if !owner.is_empty() && !name.is_empty())
+            matches!((parts.next(), parts.next()), (Some(owner), Some(name))
+                if !owner.is_empty() && !name.is_empty() && !name.starts_with('@') && !name.ends_with('@'))
+        } else if let Some(arch) = s.strip_prefix("torchvision:") {
+            !arch.is_empty()
         } else if let Some(seed) = s.strip_prefix("random:") {
             seed.parse::<u64>().is_ok()
         } else {

@@ -86,7 +86,7 @@ pub fn write_data(data: &Path, config: &Path, synth: &Synth) {
     let train: Vec<&ManifestRow> = rows.iter().filter(|r| r.split == Split::Train).collect();
     let d: usize = synth.row_shape.iter().product();
     for copy in 0..=synth.copies {
-        let dir = dfd_train::data::train_features_dir(&root, &cfg, copy);
+        let dir = dfd_train::data::train_features_dir(&root, &cfg, &backbone(&cfg), copy);
         let shards = ShardDir::open(&dir, "synthetic", 2).unwrap();
         let half = train.len() / 2;
         for (n, part) in [&train[..half], &train[half..]].into_iter().enumerate() {
@@ -209,4 +209,11 @@ pub fn checkpoint_tensors(
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// The feature directories' backbone key of a test pipeline: its weights are `random:<seed>`,
+/// whose identity is that text.
+pub fn backbone(cfg: &PipelineConfig) -> String {
+    assert!(cfg.extract.weights.as_str().starts_with("random:"));
+    dfd_layout::backbone_key(cfg.extract.arch, cfg.extract.weights.as_str())
 }
