@@ -352,11 +352,13 @@ fn fold_curves(dir: &FoldDir, fold: u8) -> Result<FoldCurves> {
             LogRecord::Train {
                 step,
                 loss,
+                objective,
                 accuracy,
                 ..
             } => train.push(CurvePoint {
                 step: step as f64,
                 loss,
+                objective: objective.unwrap_or(loss),
                 accuracy,
             }),
             LogRecord::Val {
@@ -367,6 +369,7 @@ fn fold_curves(dir: &FoldDir, fold: u8) -> Result<FoldCurves> {
             } => val.push(CurvePoint {
                 step: step as f64,
                 loss,
+                objective: loss,
                 accuracy,
             }),
         }

@@ -37,7 +37,10 @@ pub fn register_font() -> Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CurvePoint {
     pub step: f64,
+    /// Unweighted cross-entropy (training batches and validations alike).
     pub loss: f64,
+    /// What the optimiser minimised (training batches; the loss itself for validations).
+    pub objective: f64,
     pub accuracy: f64,
 }
 
@@ -52,22 +55,32 @@ pub struct FoldCurves {
     pub val: Vec<CurvePoint>,
 }
 
-/// Draws `curves.png`: loss (left) and accuracy (right) by step, one colour per fold, training
-/// batches as lines and validations as lines with dots. Empty logs draw empty axes.
+/// Draws `curves.png` by step, one colour per fold, training batches as thin lines and
+/// validations as thick lines with dots, in three panels: the unweighted cross-entropy (training
+/// and validation on one scale), the loss the optimiser minimised (class weights and L1 penalty
+/// included; training only) and the accuracy. Empty logs draw empty axes.
 pub fn training_curves(path: &Path, folds: &[FoldCurves]) -> Result<()> {
     draw(path, CURVES_SIZE, |root| {
-        let panels = root.split_evenly((1, 2));
+        let panels = root.split_evenly((1, 3));
         let all = || folds.iter().flat_map(|f| f.train.iter().chain(&f.val));
         let max_step = all().map(|p| p.step).fold(1.0, f64::max);
-        let max_loss = all()
-            .map(|p| p.loss)
-            .filter(|l| l.is_finite())
-            .fold(0.1, f64::max);
-        let panels_spec: [(&str, &str, f64, CurveValue); 2] = [
-            ("Loss", "loss", max_loss * 1.05, |p| p.loss),
-            ("Accuracy", "accuracy", 1.0, |p| p.accuracy),
+        let top = |values: &mut dyn Iterator<Item = f64>| {
+            values.filter(|l| l.is_finite()).fold(0.1, f64::max) * 1.05
+        };
+        let max_loss = top(&mut all().map(|p| p.loss));
+        let max_objective = top(&mut folds.iter().flat_map(|f| &f.train).map(|p| p.objective));
+        let panels_spec: [(&str, &str, f64, CurveValue, bool); 3] = [
+            ("Cross-entropy", "unweighted CE", max_loss, |p| p.loss, true),
+            (
+                "Optimised loss",
+                "CE (weighted) + L1",
+                max_objective,
+                |p| p.objective,
+                false,
+            ),
+            ("Accuracy", "accuracy", 1.0, |p| p.accuracy, true),
         ];
-        for (area, (title, y_desc, y_max, value)) in panels.iter().zip(panels_spec) {
+        for (area, (title, y_desc, y_max, value, with_val)) in panels.iter().zip(panels_spec) {
             let mut chart = ChartBuilder::on(area)
                 .caption(title, (FONT, 22))
                 .margin(12)
@@ -87,6 +100,9 @@ pub fn training_curves(path: &Path, folds: &[FoldCurves]) -> Result<()> {
                     .draw_series(LineSeries::new(train, colour.stroke_width(1)))?
                     .label(format!("fold {} train", f.fold))
                     .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour));
+                if !with_val {
+                    continue;
+                }
                 let val: Vec<(f64, f64)> = f.val.iter().map(|p| (p.step, value(p))).collect();
                 chart
                     .draw_series(LineSeries::new(val.clone(), colour.stroke_width(3)))?
@@ -306,6 +322,7 @@ mod tests {
         let point = |step: f64, loss: f64, accuracy: f64| CurvePoint {
             step,
             loss,
+            objective: 40.0 * loss,
             accuracy,
         };
         let folds: Vec<FoldCurves> = (0..3)

@@ -13,7 +13,8 @@ use crate::schema::EvalMetrics;
 pub const FIGURES: [(&str, &str); 3] = [
     (
         "curves.png",
-        "Training curves (loss and accuracy by step, per fold)",
+        "Training curves by step, per fold: unweighted cross-entropy (training and validation), \
+         the optimised loss (class weights and L1 penalty included) and accuracy",
     ),
     ("confusion.png", "Confusion matrix on the test split"),
     ("roc.png", "ROC curve on the test split"),

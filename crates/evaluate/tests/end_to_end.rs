@@ -195,6 +195,8 @@ fn make_run(dir: &Path) -> (DataRoot, PathBuf) {
                         epoch: 0,
                         step: s * 10,
                         loss: 0.7 / s as f64,
+                        objective: Some(0.9 / s as f64),
+                        l1_penalty: Some(0.2 / s as f64),
                         accuracy: 0.5 + 0.05 * s as f64,
                         lr: 1e-4,
                         time_s: s as f64,

@@ -20,7 +20,16 @@ pub enum LogRecord {
     Train {
         epoch: usize,
         step: usize,
+        /// Unweighted mean cross-entropy: comparable with the validation `loss`.
         loss: f64,
+        /// The loss the optimiser minimised: the cross-entropy, class-weighted when
+        /// `train.class_weights` is set, plus `l1_penalty` (`None` in logs of older versions,
+        /// whose `loss` was this value).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        objective: Option<f64>,
+        /// `train.l1 · Σ|θ|` over the trainable parameters (`None` in logs of older versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        l1_penalty: Option<f64>,
         accuracy: f64,
         lr: f64,
         /// Seconds since the fold's training started (summed over resumed sessions).
@@ -93,6 +102,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_older_train_record_reads_without_objective_and_penalty() {
+        let old = r#"{"kind":"train","epoch":0,"step":5,"loss":40.2,"accuracy":0.5,"lr":0.001,"time_s":1.0}"#;
+        match serde_json::from_str::<LogRecord>(old).unwrap() {
+            LogRecord::Train {
+                loss,
+                objective,
+                l1_penalty,
+                ..
+            } => assert_eq!((loss, objective, l1_penalty), (40.2, None, None)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn append_read_truncate() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("metrics.jsonl");
@@ -100,6 +123,8 @@ mod tests {
             epoch: 0,
             step: 1,
             loss: 0.5,
+            objective: Some(0.75),
+            l1_penalty: Some(0.25),
             accuracy: 1.0,
             lr: 1e-3,
             time_s: 0.1,

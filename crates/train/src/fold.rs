@@ -391,6 +391,8 @@ impl Trainer<'_> {
                         epoch,
                         step: state.step,
                         loss: out.loss,
+                        objective: Some(out.objective),
+                        l1_penalty: Some(out.l1_penalty),
                         accuracy: out.accuracy,
                         lr,
                         time_s: state.elapsed_s,

@@ -21,10 +21,16 @@ pub struct StepSettings {
     pub class_weights: Option<[f32; 2]>,
 }
 
-/// Loss (cross-entropy + L1 term) and accuracy of a training batch.
+/// Losses and accuracy of a training batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepOutput {
+    /// Unweighted mean cross-entropy (what validation reports as its loss).
     pub loss: f64,
+    /// What the optimiser minimised: the (class-weighted, when set) cross-entropy plus
+    /// `l1_penalty`.
+    pub objective: f64,
+    /// `l1 · Σ|θ|` over the trainable parameters.
+    pub l1_penalty: f64,
     pub accuracy: f64,
 }
 
@@ -80,13 +86,20 @@ pub fn train_step(
         opt.abs_sum()?
     };
     let ce_value = f64::from(ce.to_scalar::<f32>().context("reading the loss")?);
-    let loss = ce_value + f64::from(settings.l1) * abs_sum;
-    if !loss.is_finite() {
-        return Err(NonFiniteLoss(loss).into());
+    let l1_penalty = f64::from(settings.l1) * abs_sum;
+    let objective = ce_value + l1_penalty;
+    if !objective.is_finite() {
+        return Err(NonFiniteLoss(objective).into());
     }
     opt.step(&grads, settings.l1, settings.clip_grad_norm, lr)?;
+    let loss = match settings.class_weights {
+        None => ce_value,
+        Some(_) => f64::from(cross_entropy(&logits, y, None)?.to_scalar::<f32>()?),
+    };
     Ok(StepOutput {
         loss,
+        objective,
+        l1_penalty,
         accuracy: accuracy(&logits, y)?,
     })
 }

@@ -47,6 +47,8 @@ fn log_without_times(data: &Path) -> Vec<LogRecord> {
                 epoch,
                 step,
                 loss,
+                objective,
+                l1_penalty,
                 accuracy,
                 lr,
                 ..
@@ -54,6 +56,8 @@ fn log_without_times(data: &Path) -> Vec<LogRecord> {
                 epoch,
                 step,
                 loss,
+                objective,
+                l1_penalty,
                 accuracy,
                 lr,
                 time_s: 0.0,
@@ -86,6 +90,21 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
     let (cfg_a, cfg_b) = (setup(&a), setup(&b));
 
     assert!(command(&a, &cfg_a).status().unwrap().success());
+    // Unweighted here: the optimised loss is the logged cross-entropy plus the L1 penalty.
+    let mut logged = 0;
+    for record in log_without_times(&a) {
+        if let LogRecord::Train {
+            loss,
+            objective: Some(objective),
+            l1_penalty: Some(penalty),
+            ..
+        } = record
+        {
+            assert!(penalty > 0.0 && (objective - (loss + penalty)).abs() < 1e-9);
+            logged += 1;
+        }
+    }
+    assert!(logged > 0, "no training record with its objective and penalty");
 
     let fold_b = DataRoot::new(&b).run("resume", "main").fold(0);
     let mut kills = 0;
