@@ -62,10 +62,11 @@ fn write_head(dir: &Path, weight: [f32; 8], bias: [f32; 2]) {
     ])
     .unwrap();
     std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
-    // Trained on the train split of the test features' backbone (a directory these tests do
-    // not make: evaluate reads only the backbone from it).
-    let trained_on =
-        DataRoot::new("/absent").features("toy", BACKBONE, 224, "pooled", Split::Train, 0);
+    // Trained on the train split of the test features' backbone (a directory these tests do not
+    // make unless they say so: evaluate reads the backbone from its path, and compares the
+    // weights identity in its index.json when it exists). `dir` is
+    // `<data>/runs/toy/main/fold<k>/checkpoints/best`.
+    let trained_on = train_features(&DataRoot::new(dir.ancestors().nth(6).unwrap()));
     let source = dfd_layout::checkpoint::FeatureSource {
         dir: trained_on,
         input_hash: "train-input".into(),
@@ -219,6 +220,11 @@ fn make_run(dir: &Path) -> (DataRoot, PathBuf) {
 
 /// The backbone directory of the features (a weights identity's key).
 const BACKBONE: &str = "resnext50_32x4d@w-0123456789abcdef";
+
+/// The train split's feature directory the toy folds were trained on.
+fn train_features(data: &DataRoot) -> PathBuf {
+    data.features("toy", BACKBONE, 224, "pooled", Split::Train, 0)
+}
 
 /// The test split's feature directory of the pipeline `cfg`.
 fn test_features(data: &DataRoot, cfg: &PipelineConfig) -> PathBuf {
@@ -400,6 +406,20 @@ fn evaluates_a_two_fold_run() {
         std::fs::write(&file, good).unwrap();
     }
     assert!(rerun().0);
+
+    // Folds trained on features of other backbone weights than the test features: refused.
+    let train_dir = train_features(&data);
+    std::fs::create_dir_all(&train_dir).unwrap();
+    std::fs::write(
+        train_dir.join("index.json"),
+        r#"{"input_hash":"x","rows":0,"shards":[],"meta":{"weights":"blake3:other"}}"#,
+    )
+    .unwrap();
+    let (ok, log) = rerun();
+    assert!(
+        !ok && log.contains("trained on features of weights blake3:other"),
+        "{log}"
+    );
 }
 
 /// Runs dfd-evaluate (30 s hang guard); returns whether it succeeded, and its stderr.

@@ -394,6 +394,35 @@ mod tests {
         Tensor::from_vec(values, (n, 3, SIZE, SIZE), &Device::Cpu).unwrap()
     }
 
+    #[test]
+    fn a_head_trained_on_another_backbone_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let features = dir.path().join("features/train/a0");
+        std::fs::create_dir_all(&features).unwrap();
+        std::fs::write(
+            features.join("index.json"),
+            r#"{"input_hash":"x","rows":0,"shards":[],"meta":{"weights":"blake3:aaa"}}"#,
+        )
+        .unwrap();
+        let spec = HeadSpec::Linear {
+            input: 4,
+            dropout: 0.0,
+        };
+        let mut trained = head(&spec, 1);
+        trained.trained_on = Some(features);
+        same_backbone(&trained, "blake3:aaa").unwrap();
+        let err = same_backbone(&trained, "blake3:bbb")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("identity blake3:bbb") && err.contains("weights blake3:aaa"),
+            "{err}"
+        );
+        // Training features that are gone cannot be compared: not an error.
+        trained.trained_on = Some(dir.path().join("gone"));
+        same_backbone(&trained, "blake3:bbb").unwrap();
+    }
+
     /// The scores as f32, every one finite.
     fn scores(s: &[Score]) -> Vec<f32> {
         s.iter().map(|p| p.unwrap() as f32).collect()

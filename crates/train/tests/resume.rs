@@ -104,7 +104,10 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
             logged += 1;
         }
     }
-    assert!(logged > 0, "no training record with its objective and penalty");
+    assert!(
+        logged > 0,
+        "no training record with its objective and penalty"
+    );
 
     let fold_b = DataRoot::new(&b).run("resume", "main").fold(0);
     let mut kills = 0;
