@@ -7,6 +7,7 @@
 #   make all PIPELINE=pipelines/exp1-mlp-224.toml
 #   make preprocess|extract|train|evaluate PIPELINE=...
 #   make clean-run PIPELINE=...                 forget a run (not the shared image/feature caches)
+#   make compare                                every evaluated run side by side: runs/comparison.{md,html,csv}
 #   make bench                                  all benchmarks, with the PyTorch peer
 
 PIPELINE ?= pipelines/recommended.toml
@@ -22,7 +23,7 @@ RUN := $(DATA)/runs/$(NAME)/$(RUN_ID)
 ARGS := --config $(PIPELINE) --data-dir $(DATA) --run-id $(RUN_ID)
 STAGES := preprocess extract train evaluate
 
-.PHONY: all build test demo bench bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
+.PHONY: all build compare test demo bench bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
 
 all: $(RUN)/stages/evaluate.done
 	@echo "Report: $(RUN)/eval/report.html"
@@ -46,6 +47,10 @@ $(RUN)/stages/evaluate.done: $(RUN)/stages/train.done | build
 
 clean-run:
 	rm -rf $(RUN)
+
+# The study's table over every evaluated run of $(DATA) (not only $(PIPELINE)'s).
+compare: build
+	$(BIN)/dfd-compare --data-dir $(DATA)
 
 # The demo: drawn faces, the whole chain, pretrained weights when the hub answers, else random
 # ones (said plainly). The resolved demo pipeline is written to $(DATA)/demo.toml.

@@ -35,6 +35,13 @@ pub struct PipelineConfig {
     pub extract: ExtractConfig,
     pub train: TrainConfig,
     pub evaluate: EvaluateConfig,
+    /// What the study reported for the experiment this pipeline reproduces: documentation only,
+    /// read by `dfd-compare`, used by no stage (none hashes it into its inputs, though evaluate's
+    /// inputs include the pinned `config.toml`'s bytes).
+    /// [`RunDir::pin_config`](crate::paths::RunDir::pin_config) ignores it when comparing. Written
+    /// out only when set, so pipelines without it resolve to the same text as before it existed.
+    #[serde(skip_serializing_if = "StudyConfig::is_empty")]
+    pub study: StudyConfig,
 }
 
 /// Where the images are and how folders map to labels (0 real, 1 fake).
@@ -325,6 +332,25 @@ impl Default for EvaluateConfig {
     }
 }
 
+/// The study's figure for the experiment a pipeline reproduces (`[study]`, every key optional).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StudyConfig {
+    /// Which experiment of the study, in words (e.g. "exp. 2: Linear on 400 px layer3 maps").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// The study's reported test accuracy, a fraction in [0, 1].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+}
+
+impl StudyConfig {
+    /// True when no key is set: the section is then left out of the resolved text.
+    pub fn is_empty(&self) -> bool {
+        self.experiment.is_none() && self.test_accuracy.is_none()
+    }
+}
+
 impl PipelineConfig {
     /// Parses a pipeline from TOML text; `origin` names the source in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
@@ -389,7 +415,21 @@ impl PipelineConfig {
             }
         }
         self.train.fold.folds(s.folds)?;
+        if let Some(a) = self.study.test_accuracy {
+            if !(0.0..=1.0).contains(&a) {
+                bail!("study.test_accuracy must be a fraction in [0, 1], got {a}");
+            }
+        }
         Ok(())
+    }
+
+    /// This config with the documentation-only `[study]` section cleared: what two configs must
+    /// share to describe the same experiment.
+    pub fn settings(&self) -> Self {
+        Self {
+            study: StudyConfig::default(),
+            ..self.clone()
+        }
     }
 
     /// The `[train]` checks that need more than one key.
@@ -529,5 +569,46 @@ mod tests {
         assert_eq!(cfg.train.fold.folds(5).unwrap(), vec![3]);
         assert!(PipelineConfig::from_toml("[train]\nfold = 7\n", "t").is_err());
         assert!(PipelineConfig::from_toml("[train]\nclass_weights = \"odd\"\n", "t").is_err());
+    }
+
+    #[test]
+    fn study_is_documentation_written_only_when_set() {
+        let plain = PipelineConfig::default().to_toml().unwrap();
+        assert!(!plain.contains("[study]"), "{plain}");
+        let empty = PipelineConfig::from_toml("[study]\n", "t").unwrap();
+        assert_eq!(
+            empty.to_toml().unwrap(),
+            plain,
+            "an empty [study] resolves to nothing"
+        );
+        let text = "[study]\nexperiment = \"exp. 9\"\ntest_accuracy = 0.677\n";
+        let cfg = PipelineConfig::from_toml(text, "t").unwrap();
+        assert_eq!(cfg.study.experiment.as_deref(), Some("exp. 9"));
+        assert_eq!(cfg.study.test_accuracy, Some(0.677));
+        let resolved = cfg.to_toml().unwrap();
+        assert!(
+            resolved.starts_with(&plain),
+            "[study] comes last:\n{resolved}"
+        );
+        assert_eq!(PipelineConfig::from_toml(&resolved, "t").unwrap(), cfg);
+        assert_eq!(cfg.settings(), PipelineConfig::default());
+    }
+
+    #[test]
+    fn study_accuracy_is_a_fraction() {
+        for bad in ["1.5", "-0.1", "nan", "67.7"] {
+            let text = format!("[study]\ntest_accuracy = {bad}\n");
+            let msg = format!("{:#}", PipelineConfig::from_toml(&text, "t").unwrap_err());
+            assert!(msg.contains("study.test_accuracy"), "{bad}: {msg}");
+        }
+        for ok in ["0", "1", "0.53"] {
+            let text = format!("[study]\ntest_accuracy = {ok}\n");
+            PipelineConfig::from_toml(&text, "t").unwrap();
+        }
+        let msg = format!(
+            "{:#}",
+            PipelineConfig::from_toml("[study]\naccuracy = 0.5\n", "t").unwrap_err()
+        );
+        assert!(msg.contains("accuracy"), "{msg}");
     }
 }

@@ -11,6 +11,8 @@
 //! <data>/runs/<pipeline>/<run-id>/fold<k>/metrics.jsonl      training log, one JSON object per line
 //! <data>/runs/<pipeline>/<run-id>/fold<k>/checkpoints/<tag>/ model.safetensors, head.json, optimizer.safetensors, state.json
 //! <data>/runs/<pipeline>/<run-id>/eval/                      metrics.json, *.png, report.md, report.html
+//! <data>/runs/<pipeline>/<run-id>/eval/<dataset>/metrics.json   an evaluation on another data set
+//! <data>/runs/comparison.{md,html,csv}                     every evaluated run side by side (dfd-compare)
 //! ```
 //! Every shard directory also holds `index.json` once complete, and `shard-NNNNN.json` sidecars
 //! while being filled (see [`crate::shards`]).

@@ -3,8 +3,9 @@
 //!
 //! A stage pins only once the config has passed validation and the stage's own checks, so a
 //! config that failed never blocks its corrected rerun. An existing pin is compared as a *parsed*
-//! config (keys it lacks take their defaults): a run pinned before a key with a default existed
-//! is re-pinned with the current text, not refused.
+//! config (keys it lacks take their defaults), its documentation-only `[study]` section ignored: a
+//! run pinned before a key with a default existed, or before its pipeline gained (or changed) its
+//! `[study]` notes, is re-pinned with the current text, not refused.
 
 use anyhow::{bail, Context, Result};
 
@@ -20,14 +21,16 @@ pub enum Pinned {
     /// `config.toml` already held exactly this text.
     Unchanged,
     /// `config.toml` held the same config in another text (e.g. written before a key with a
-    /// default existed): it was rewritten with the current resolved text.
+    /// default existed, or with other `[study]` notes): it was rewritten with the current
+    /// resolved text.
     Repinned,
 }
 
 impl RunDir {
     /// Writes the run's `config.toml` (the resolved `config`), or checks an existing one: equal
-    /// once parsed → kept (rewritten if its text differs); different → an error naming the file
-    /// and the ways out. Call it only after everything that can fail on config grounds.
+    /// once parsed, `[study]` aside ([`PipelineConfig::settings`]) → kept (rewritten if its text
+    /// differs); different → an error naming the file and the ways out. Call it only after
+    /// everything that can fail on config grounds.
     pub fn pin_config(&self, config: &PipelineConfig) -> Result<Pinned> {
         let path = self.config();
         let resolved = config.to_toml()?;
@@ -48,7 +51,7 @@ impl RunDir {
                     self.path().display()
                 )
             })?;
-        if pinned.to_toml()? != resolved {
+        if pinned.settings().to_toml()? != config.settings().to_toml()? {
             bail!(
                 "{} was made with a different resolved config (another pipeline file, --fold/--folds, or edited \
                  settings); refusing to mix experiments: use another --run-id, or delete {} to start over",
@@ -59,7 +62,8 @@ impl RunDir {
         write_atomic(&path, resolved.as_bytes())?;
         tracing::info!(
             path = %path.display(),
-            "re-pinned the run's config: same settings, written out with every current key"
+            "re-pinned the run's config: same settings, written out with every current key and \
+             the current [study] notes"
         );
         Ok(Pinned::Repinned)
     }
@@ -100,6 +104,45 @@ mod tests {
         write_atomic(&run.config(), old.as_bytes()).unwrap();
         assert_eq!(run.pin_config(&cfg).unwrap(), Pinned::Repinned);
         assert_eq!(std::fs::read_to_string(run.config()).unwrap(), resolved);
+    }
+
+    fn with_study(accuracy: f64) -> PipelineConfig {
+        let mut cfg = PipelineConfig::default();
+        cfg.study.experiment = Some("exp. 2".into());
+        cfg.study.test_accuracy = Some(accuracy);
+        cfg
+    }
+
+    #[test]
+    fn a_pin_from_before_the_study_notes_is_repinned_with_them() {
+        let (_tmp, run) = run_dir();
+        run.pin_config(&PipelineConfig::default()).unwrap();
+        let cfg = with_study(0.677);
+        assert_eq!(run.pin_config(&cfg).unwrap(), Pinned::Repinned);
+        let text = std::fs::read_to_string(run.config()).unwrap();
+        assert_eq!(text, cfg.to_toml().unwrap());
+        assert!(text.contains("[study]"), "{text}");
+        assert_eq!(run.pin_config(&cfg).unwrap(), Pinned::Unchanged);
+    }
+
+    #[test]
+    fn other_study_notes_or_none_never_refuse_a_run() {
+        let (_tmp, run) = run_dir();
+        run.pin_config(&with_study(0.677)).unwrap();
+        assert_eq!(
+            run.pin_config(&with_study(0.653)).unwrap(),
+            Pinned::Repinned
+        );
+        let cfg = PipelineConfig::default();
+        assert_eq!(run.pin_config(&cfg).unwrap(), Pinned::Repinned);
+        assert_eq!(
+            std::fs::read_to_string(run.config()).unwrap(),
+            cfg.to_toml().unwrap()
+        );
+        let mut other = with_study(0.677);
+        other.train.lr = 0.5;
+        let err = format!("{:#}", run.pin_config(&other).unwrap_err());
+        assert!(err.contains("different resolved config"), "{err}");
     }
 
     #[test]

@@ -23,9 +23,11 @@ fn committed_pipelines_are_valid() {
 }
 
 /// blake3 of the resolved TOML (what a run pins as `config.toml`) and hash of the JSON form (what
-/// config hashes are built from) of each committed pipeline, as the string-typed config gave them
-/// before the enum-valued keys became types: pinned runs and config hashes stay valid. (Feature
-/// directories are named by the weights identity, not by the config text: see `backbone_key`.)
+/// config hashes are built from) of each committed pipeline's settings (its config without the
+/// documentation-only `[study]` section, [`PipelineConfig::settings`]), as the string-typed config
+/// gave them before the enum-valued keys became types: pinned runs and config hashes stay valid.
+/// (Feature directories are named by the weights identity, not by the config text: see
+/// `backbone_key`.)
 const RESOLVED: [(&str, &str, &str); 8] = [
     (
         "ciplab160-random",
@@ -69,14 +71,57 @@ const RESOLVED: [(&str, &str, &str); 8] = [
     ),
 ];
 
+/// The same hashes of the whole resolved config of the pipelines that reproduce one of the
+/// study's experiments: their `[study]` section (added after [`RESOLVED`]'s hashes were taken) is
+/// written last, after the settings' unchanged text. A run pinned before it is re-pinned with it,
+/// never refused (`RunDir::pin_config` compares settings). Every other pipeline has no `[study]`
+/// and resolves to exactly its [`RESOLVED`] text.
+const WITH_STUDY: [(&str, &str, &str); 5] = [
+    (
+        "exp1-mlp-224",
+        "87f84b574e4bd00e483d6eba3b055121b550a6348235989d452da5e122b1f707",
+        "f1252e51f5f2c96ad4cc06af2a380ed2d31d94c0eea87f998869e945f3e482e4",
+    ),
+    (
+        "exp2-linear-400",
+        "782c21827aea71210f12368411c29231d2c5a2ef0da6d77de71759243f3063fc",
+        "4e8881f7929c84aefd32cbd697010e1f307574c825438614f13c77a1fe1c87bc",
+    ),
+    (
+        "exp3-linear-400-cv",
+        "4d30073ef67d77afc64c18edead0c6c350ae50c26443c7a47886cd12d49b22e8",
+        "ee30222845f126a74b469449550d81826dd979ca7095243136d5757ce1f175c2",
+    ),
+    (
+        "exp4-finetune-224",
+        "19c14174e5ebac45ed5c5e799297f4e42915ccd3664998c9ebbc336fb526a680",
+        "d5fb0085be89a5eeef91001df2c43a081c6f56111be7b7460312353d2b295ad2",
+    ),
+    (
+        "exp5-finetune-128",
+        "0d07a1c4abf7015e6cd8fe6eaf6eae2fe67dc3ba7a8e7a5ec8a9953cb92dbb5f",
+        "2aefe97dfb32297e06e26003017e98e175e11a5359c3339357da9d77ed0b5b72",
+    ),
+];
+
 #[test]
 fn resolved_pipelines_are_byte_identical_to_the_string_typed_config() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
     for (stem, toml_hash, json_hash) in RESOLVED {
         let cfg = PipelineConfig::load(&dir.join(format!("{stem}.toml"))).unwrap();
-        let text = cfg.to_toml().unwrap();
+        let settings = cfg.settings();
+        let text = settings.to_toml().unwrap();
         assert_eq!(hash_bytes(text.as_bytes()), toml_hash, "{stem}:\n{text}");
-        assert_eq!(PipelineConfig::hash_of(&cfg), json_hash, "{stem}");
+        assert_eq!(PipelineConfig::hash_of(&settings), json_hash, "{stem}");
+        let full = cfg.to_toml().unwrap();
+        match WITH_STUDY.iter().find(|(s, _, _)| *s == stem) {
+            Some((_, toml_hash, json_hash)) => {
+                assert!(full.starts_with(&text) && full[text.len()..].starts_with("\n[study]\n"));
+                assert_eq!(hash_bytes(full.as_bytes()), *toml_hash, "{stem}:\n{full}");
+                assert_eq!(PipelineConfig::hash_of(&cfg), *json_hash, "{stem}");
+            }
+            None => assert_eq!(full, text, "{stem} has no [study]"),
+        }
     }
     let default = PipelineConfig::default();
     assert_eq!(
