@@ -274,6 +274,33 @@ fn whole_chain_then_nothing_redone() {
     }
     assert_eq!(std::fs::read_dir(&heatmaps).unwrap().count(), n_real - 1);
 
+    // Export: one model file that predicts exactly as the run folder, with nothing else.
+    let model = tmp.join("model.safetensors");
+    let mut export = vec!["--config", env.pipeline.to_str().unwrap()];
+    export.extend(["--data-dir", env.data.to_str().unwrap()]);
+    export.extend(["-o", model.to_str().unwrap()]);
+    env.run("dfd-export", &export);
+    let with_model = env.run(
+        "dfd-predict",
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            raw.join("real").to_str().unwrap(),
+        ],
+    );
+    let with_run = env.run(
+        "dfd-predict",
+        &[
+            "--run",
+            run.path().to_str().unwrap(),
+            raw.join("real").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&with_model.stdout),
+        String::from_utf8_lossy(&with_run.stdout)
+    );
+
     // A second run of every stage redoes nothing.
     let before = mtimes(&data);
     env.chain();

@@ -9,6 +9,7 @@
 mod arch;
 mod backbone;
 mod blocks;
+mod bundle;
 mod device;
 mod head;
 mod layout;
@@ -20,6 +21,7 @@ mod weights;
 pub use arch::{Arch, Cut};
 pub use backbone::Backbone;
 pub use blocks::{global_avg_pool, Network, Stage};
+pub use bundle::{read_bundle, write_bundle, Bundle, BundleMeta, BUNDLE_FORMAT, RESIZE_RULE};
 pub use candle_core::{DType, Device, Tensor};
 pub use device::{imagenet_normalize, parse_device, parse_dtype, IMAGENET_MEAN, IMAGENET_STD};
 pub use head::{dropout, init_layer4_from, Head, HeadSpec, TrainForward, NUM_OUTPUTS};

@@ -17,6 +17,7 @@ use candle_nn::VarBuilder;
 use crate::arch::Arch;
 use crate::random::random_weights;
 
+pub(crate) use file::expected_tensors;
 pub use file::WeightsFile;
 pub use resolve::TORCH_HOME_VAR;
 pub use source::{torchvision_file, WeightsSource, DEFAULT_HUB_FILE, DEFAULT_WEIGHTS};
@@ -45,6 +46,23 @@ impl std::fmt::Debug for ResolvedWeights {
 }
 
 impl ResolvedWeights {
+    /// Weights read from an opened file, with their identity.
+    pub(crate) fn from_file(
+        source: WeightsSource,
+        path: PathBuf,
+        served_by: &str,
+        identity: String,
+        file: Arc<WeightsFile>,
+    ) -> Self {
+        Self {
+            source,
+            path: Some(path),
+            served_by: served_by.into(),
+            identity,
+            file: Some(file),
+        }
+    }
+
     /// `random:<seed>`: the seeded random draw (no file; identity `random:<seed>`).
     pub fn random(seed: u64) -> Self {
         Self {

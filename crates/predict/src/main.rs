@@ -45,8 +45,13 @@ static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
 #[command(name = "dfd-predict", version, verbatim_doc_comment)]
 struct Args {
     /// Trained run directory (runs/<pipeline>/<run-id>): its config.toml and fold<k>/checkpoints/.
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    run: Option<PathBuf>,
+    /// A model file written by dfd-export, instead of --run: it holds the backbone, the head(s),
+    /// the pipeline and the thresholds, so no run folder, weights file or network is needed.
+    /// The device defaults to cpu.
     #[arg(long)]
-    run: PathBuf,
+    model: Option<PathBuf>,
     /// Image files (taken whatever their extension) or folders (walked recursively for .jpg .jpeg
     /// .png .webp .bmp .tif .tiff .gif in any case, hidden entries skipped, links followed unless
     /// they loop, sorted by path).
@@ -114,44 +119,119 @@ struct Tally {
 /// The `error` of a row whose image decoded but whose score was not a finite number.
 const NON_FINITE: &str = "non_finite_score";
 
-fn run(args: &Args) -> Result<()> {
-    let run = RunDir::new(&args.run);
+/// What a run folder or a model file provides for scoring.
+struct Loaded {
+    config: PipelineConfig,
+    predictor: Predictor,
+    device: Device,
+    /// Folds used, and the checkpoint tag they come from.
+    folds: Vec<u8>,
+    checkpoint: String,
+    threshold: f64,
+    threshold_source: String,
+    /// The run folder or model file, for the log.
+    origin: PathBuf,
+}
+
+/// The device of `--device`, else `default`.
+fn device_of(args: &Args, default: &DeviceSpec) -> Result<Device> {
+    parse_device(args.device.as_ref().unwrap_or(default).as_str())
+}
+
+/// Everything from a run folder (`--run`).
+fn from_run(args: &Args, dir: &Path) -> Result<Loaded> {
+    let run = RunDir::new(dir);
     let config = PipelineConfig::load(&run.config()).with_context(|| {
         format!(
             "reading the run's config (is {} a trained run directory?)",
-            args.run.display()
+            dir.display()
         )
     })?;
-    let files = inputs::collect(&args.inputs)?;
-    let batch_size = args.batch_size.unwrap_or(config.extract.batch_size);
-    if batch_size == 0 {
-        bail!("--batch-size must be positive");
-    }
-    let device = parse_device(
-        args.device
-            .as_ref()
-            .unwrap_or(&config.extract.device)
-            .as_str(),
-    )?;
+    let device = device_of(args, &config.extract.device)?;
     let folds = match args.fold {
         Some(k) => vec![k],
         None => run
             .trained_folds()
-            .with_context(|| format!("listing the folds of run {}", args.run.display()))?,
+            .with_context(|| format!("listing the folds of run {}", dir.display()))?,
     };
     if folds.is_empty() {
         bail!(
             "run {} has no fold<k> directories: run dfd-train first",
-            args.run.display()
+            dir.display()
         );
     }
     let checkpoint = args
         .checkpoint
-        .as_deref()
-        .unwrap_or(&config.evaluate.checkpoint);
+        .clone()
+        .unwrap_or_else(|| config.evaluate.checkpoint.clone());
     let (threshold, threshold_source) =
-        threshold::resolve(args.threshold.as_ref(), &run, &config, &folds, checkpoint)?;
-    let predictor = Predictor::load(&run, &config, &folds, checkpoint, &device)?;
+        threshold::resolve(args.threshold.as_ref(), &run, &config, &folds, &checkpoint)?;
+    let predictor = Predictor::load(&run, &config, &folds, &checkpoint, &device)?;
+    Ok(Loaded {
+        config,
+        predictor,
+        device,
+        folds,
+        checkpoint,
+        threshold,
+        threshold_source,
+        origin: dir.to_path_buf(),
+    })
+}
+
+/// Everything from a model file of dfd-export (`--model`).
+fn from_model(args: &Args, path: &Path) -> Result<Loaded> {
+    if args.checkpoint.is_some() {
+        bail!(
+            "--checkpoint applies to --run; a model file holds the checkpoint it was exported from"
+        );
+    }
+    let device = device_of(args, &DeviceSpec::default())?;
+    let bundle = dfd_model::read_bundle(path, &device)?;
+    let config = PipelineConfig::from_toml(
+        &bundle.meta.pipeline,
+        &format!("the pipeline recorded in {}", path.display()),
+    )?;
+    let meta = bundle.meta.clone();
+    let (threshold, threshold_source) =
+        threshold::from_model(args.threshold.as_ref(), &meta, args.fold)?;
+    let predictor = Predictor::from_bundle(bundle, path, args.fold, &device)?;
+    Ok(Loaded {
+        config,
+        predictor,
+        device,
+        folds: match args.fold {
+            Some(k) => vec![k],
+            None => meta.folds,
+        },
+        checkpoint: meta.checkpoint,
+        threshold,
+        threshold_source,
+        origin: path.to_path_buf(),
+    })
+}
+
+fn run(args: &Args) -> Result<()> {
+    let files = inputs::collect(&args.inputs)?;
+    let loaded = match (&args.run, &args.model) {
+        (Some(dir), _) => from_run(args, dir)?,
+        (None, Some(model)) => from_model(args, model)?,
+        (None, None) => bail!("give --run <run folder> or --model <model file>"),
+    };
+    let Loaded {
+        config,
+        predictor,
+        device,
+        folds,
+        checkpoint,
+        threshold,
+        threshold_source,
+        origin,
+    } = loaded;
+    let batch_size = args.batch_size.unwrap_or(config.extract.batch_size);
+    if batch_size == 0 {
+        bail!("--batch-size must be positive");
+    }
     let heatmaps = match &args.heatmaps {
         Some(dir) => {
             let layer = predictor.heatmap_layer()?;
@@ -166,7 +246,7 @@ fn run(args: &Args) -> Result<()> {
         "scoring {} files with fold(s) {} ({checkpoint}) of {}, threshold {threshold} ({threshold_source})",
         files.len(),
         dfd_layout::cli::list(&folds),
-        args.run.display()
+        origin.display()
     );
     let mut job = Job {
         predictor: &predictor,

@@ -198,6 +198,40 @@ impl Predictor {
         )
     }
 
+    /// The model of a dfd-export file (`path`, read into `bundle`): its backbone and the head of
+    /// `fold` (or of every fold it holds).
+    pub fn from_bundle(
+        bundle: dfd_model::Bundle,
+        path: &Path,
+        fold: Option<u8>,
+        device: &Device,
+    ) -> Result<Self> {
+        let meta = &bundle.meta;
+        let arch = meta.arch()?;
+        let cut: Cut = meta.cut.parse()?;
+        if let Some(k) = fold.filter(|k| !meta.folds.contains(k)) {
+            bail!(
+                "{} holds fold(s) {}, not fold {k}",
+                path.display(),
+                dfd_layout::cli::list(&meta.folds)
+            );
+        }
+        let backbone = Backbone::load(&arch, &bundle.weights, device, DType::F32)
+            .with_context(|| format!("loading the backbone of {}", path.display()))?;
+        let heads = bundle
+            .heads
+            .into_iter()
+            .filter(|(k, _, _)| fold.is_none_or(|f| f == *k))
+            .map(|(k, head, varmap)| LoadedHead {
+                origin: PathBuf::from(format!("{} (fold {k})", path.display())),
+                head,
+                varmap,
+                trained_on: None,
+            })
+            .collect();
+        Self::new(backbone, cut, meta.input_size, heads, device)
+    }
+
     /// Checks that every head fits the backbone's features (`cut` of `size`-pixel images) and that
     /// all heads are of one kind.
     pub fn new(
@@ -392,6 +426,74 @@ mod tests {
             .map(|i| ((i * 7919) % 997) as f32 / 400.0 - 1.2)
             .collect();
         Tensor::from_vec(values, (n, 3, SIZE, SIZE), &Device::Cpu).unwrap()
+    }
+
+    /// A model file written from a backbone and heads scores exactly as they do, for every head
+    /// kind and for a fold ensemble.
+    #[test]
+    fn a_model_file_scores_as_the_run_it_was_exported_from() {
+        let pooled = HeadSpec::Mlp {
+            input: 2048,
+            hidden: vec![16],
+            dropout: 0.5,
+        };
+        let linear = HeadSpec::Linear {
+            input: 1024 * 4 * 4,
+            dropout: 0.5,
+        };
+        let finetune = HeadSpec::FinetuneLayer4 {
+            arch: small_arch(),
+            dropout: 0.5,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let x = images(3);
+        let cases = [
+            (Cut::Pooled, vec![(0, &pooled, 1), (1, &pooled, 2)]),
+            (Cut::Layer3, vec![(0, &linear, 4)]),
+            (Cut::Layer3, vec![(2, &finetune, 3)]),
+        ];
+        for (n, (cut, heads)) in cases.into_iter().enumerate() {
+            let loaded: Vec<LoadedHead> = heads.iter().map(|(_, s, seed)| head(s, *seed)).collect();
+            let meta = dfd_model::BundleMeta {
+                arch: serde_json::to_string(&small_arch()).unwrap(),
+                cut: cut.to_string(),
+                input_size: SIZE,
+                folds: heads.iter().map(|(k, _, _)| *k).collect(),
+                heads: heads.iter().map(|(_, s, _)| (*s).clone()).collect(),
+                threshold: 0.5,
+                eer_thresholds: vec![Some(0.4); heads.len()],
+                weights_identity: "random:7".into(),
+                pretrained: false,
+                pipeline: String::new(),
+                checkpoint: "best".into(),
+            };
+            let path = dir.path().join(format!("model-{n}.safetensors"));
+            let varmaps: Vec<&VarMap> = loaded.iter().map(|h| &h.varmap).collect();
+            dfd_model::write_bundle(
+                &path,
+                &small_arch(),
+                &ResolvedWeights::random(7),
+                &varmaps,
+                &meta,
+            )
+            .unwrap();
+            let want = Predictor::new(backbone(7), cut, SIZE, loaded, &Device::Cpu)
+                .unwrap()
+                .p_fake(&x)
+                .unwrap();
+            let bundle = dfd_model::read_bundle(&path, &Device::Cpu).unwrap();
+            assert_eq!(bundle.meta, meta);
+            let got = Predictor::from_bundle(bundle, &path, None, &Device::Cpu)
+                .unwrap()
+                .p_fake(&x)
+                .unwrap();
+            assert_eq!(
+                scores(&got),
+                scores(&want),
+                "{cut}, {} head(s)",
+                heads.len()
+            );
+        }
     }
 
     #[test]

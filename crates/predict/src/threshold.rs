@@ -7,6 +7,7 @@ use std::str::FromStr;
 use anyhow::{bail, Context, Result};
 use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_STATE};
 use dfd_layout::{PipelineConfig, RunDir};
+use dfd_model::BundleMeta;
 
 /// `--threshold`: a probability, or `eer`.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +39,43 @@ impl FromStr for ThresholdArg {
 /// fold's validation EER threshold, `best.val_eer_threshold` in
 /// `<run>/fold<k>/checkpoints/<tag>/state.json` (written by dfd-train; the test split is never
 /// looked at). A missing file or value is an error naming the file.
+/// [`resolve`] for a model file of dfd-export: its recorded `threshold` by default, or for `eer`
+/// the mean of the recorded validation EER thresholds of the folds used (`fold`, or all).
+pub fn from_model(
+    arg: Option<&ThresholdArg>,
+    meta: &BundleMeta,
+    fold: Option<u8>,
+) -> Result<(f64, String)> {
+    match arg {
+        None => Ok((
+            meta.threshold,
+            "evaluate.threshold recorded in the model file".into(),
+        )),
+        Some(ThresholdArg::Value(v)) => Ok((*v, "--threshold".into())),
+        Some(ThresholdArg::Eer) => {
+            let thresholds = meta
+                .folds
+                .iter()
+                .zip(&meta.eer_thresholds)
+                .filter(|(k, _)| fold.is_none_or(|f| f == **k))
+                .map(|(k, t)| {
+                    t.with_context(|| {
+                        format!("the model file records no validation EER threshold for fold {k}")
+                    })
+                })
+                .collect::<Result<Vec<f64>>>()?;
+            if thresholds.is_empty() {
+                bail!("--threshold eer needs at least one fold");
+            }
+            let mean = thresholds.iter().sum::<f64>() / thresholds.len() as f64;
+            Ok((
+                mean,
+                "mean validation EER threshold recorded in the model file".into(),
+            ))
+        }
+    }
+}
+
 pub fn resolve(
     arg: Option<&ThresholdArg>,
     run: &RunDir,

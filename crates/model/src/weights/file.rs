@@ -45,6 +45,12 @@ impl WeightsFile {
     /// Opens `path` as a `.pth` (zip or legacy pickle) or safetensors file, told apart by their
     /// first bytes, not by the file name.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Self::open_prefixed(path, "")
+    }
+
+    /// [`WeightsFile::open`], keeping only the tensors whose names start with `prefix`, with the
+    /// prefix removed (e.g. `backbone.` in a model file of [`crate::bundle`]).
+    pub fn open_prefixed(path: &Path, prefix: &str) -> anyhow::Result<Self> {
         let mut head = [0u8; 4];
         let n = std::fs::File::open(path)
             .and_then(|mut f| f.read(&mut head))
@@ -71,12 +77,10 @@ impl WeightsFile {
         };
         let names = stored
             .into_iter()
-            .map(|name| {
-                let model = name
-                    .strip_prefix(MODULE_PREFIX)
-                    .unwrap_or(&name)
-                    .to_string();
-                (model, name)
+            .filter_map(|name| {
+                let own = name.strip_prefix(prefix)?;
+                let model = own.strip_prefix(MODULE_PREFIX).unwrap_or(own).to_string();
+                Some((model, name))
             })
             .collect();
         Ok(Self {
@@ -195,7 +199,7 @@ impl SimpleBackend for WeightsFile {
 }
 
 /// Every (name, shape) `arch` reads from a weights file, sorted by name.
-fn expected_tensors(arch: &Arch) -> anyhow::Result<BTreeMap<String, Vec<usize>>> {
+pub(crate) fn expected_tensors(arch: &Arch) -> anyhow::Result<BTreeMap<String, Vec<usize>>> {
     let recorder = Recorder::default();
     let vb = VarBuilder::from_backend(Box::new(recorder.clone()), DType::F32, Device::Cpu);
     Network::new(&vb, arch, BnMode::Frozen).context("listing the tensors of the architecture")?;
