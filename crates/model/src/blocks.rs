@@ -7,12 +7,12 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::arch::{Arch, Cut, EXPANSION, STAGE_PLANES, STAGE_STRIDES, STEM_CHANNELS};
-use crate::layout::Layout;
+use crate::memory_format::MemoryFormat;
 use crate::norm::{BatchNorm, BnMode};
 
 mod tape;
 
-pub(crate) use tape::StageTape;
+pub(crate) use tape::ResLayerTape;
 
 /// A bias-free `nn.Conv2d` with "same"-style padding `k / 2` (7→3, 3→1, 1→0).
 #[derive(Clone, Debug)]
@@ -48,10 +48,10 @@ impl Conv {
     }
 
     /// The convolution of activations laid out as `layout`.
-    pub fn forward(&self, x: &Tensor, layout: Layout) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, layout: MemoryFormat) -> Result<Tensor> {
         let conv = match layout {
-            Layout::Nchw => dfd_ops::conv2d,
-            Layout::ChannelsMajor => dfd_ops::conv2d_channels_major,
+            MemoryFormat::Nchw => dfd_ops::conv2d,
+            MemoryFormat::ChannelsMajor => dfd_ops::conv2d_channels_major,
         };
         conv(x, &self.weight, self.stride, self.padding, self.groups)
     }
@@ -97,10 +97,16 @@ impl ConvBn {
 
     /// BN(conv(x)), followed by a ReLU when `relu`, on NCHW activations.
     pub fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        self.forward_in(x, train, relu, Layout::Nchw)
+        self.forward_in(x, train, relu, MemoryFormat::Nchw)
     }
 
-    fn forward_in(&self, x: &Tensor, train: bool, relu: bool, layout: Layout) -> Result<Tensor> {
+    fn forward_in(
+        &self,
+        x: &Tensor,
+        train: bool,
+        relu: bool,
+        layout: MemoryFormat,
+    ) -> Result<Tensor> {
         let Conv {
             weight,
             stride,
@@ -108,10 +114,10 @@ impl ConvBn {
             groups,
         } = &self.conv;
         match (&self.norm, layout) {
-            (Norm::Folded(bias), Layout::Nchw) => {
+            (Norm::Folded(bias), MemoryFormat::Nchw) => {
                 dfd_ops::conv2d_bias_relu(x, weight, bias, *stride, *padding, *groups, relu)
             }
-            (Norm::Folded(bias), Layout::ChannelsMajor) => {
+            (Norm::Folded(bias), MemoryFormat::ChannelsMajor) => {
                 let y = self
                     .conv
                     .forward(x, layout)?
@@ -191,7 +197,7 @@ impl Bottleneck {
         })
     }
 
-    fn forward_in(&self, x: &Tensor, train: bool, layout: Layout) -> Result<Tensor> {
+    fn forward_in(&self, x: &Tensor, train: bool, layout: MemoryFormat) -> Result<Tensor> {
         let y = self.reduce.forward_in(x, train, true, layout)?;
         let y = self.grouped.forward_in(&y, train, true, layout)?;
         let y = self.expand.forward_in(&y, train, false, layout)?;
@@ -212,12 +218,12 @@ impl Bottleneck {
 
 /// One of `layer1` … `layer4`: a sequence of bottlenecks, the first one changing resolution/width.
 #[derive(Clone, Debug)]
-pub struct Stage {
+pub struct ResLayer {
     blocks: Vec<Bottleneck>,
 }
 
-impl Stage {
-    /// Builds stage `index` (0-based) of `arch` from `vb`, which must already carry the
+impl ResLayer {
+    /// Builds ResNet layer `index` (0-based: `layer1` is 0) of `arch` from `vb`, which must already carry the
     /// `layer{index+1}` prefix.
     pub fn new(vb: &VarBuilder, arch: &Arch, index: usize, mode: BnMode) -> Result<Self> {
         let c_in = if index == 0 {
@@ -240,13 +246,13 @@ impl Stage {
         Ok(Self { blocks })
     }
 
-    /// The stage on NCHW activations; BatchNorm in train mode when `train`.
+    /// The layer on NCHW activations; BatchNorm in train mode when `train`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_in(x, train, Layout::Nchw)
+        self.forward_in(x, train, MemoryFormat::Nchw)
     }
 
-    /// The stage on activations laid out as `layout` (the result has the same layout).
-    pub fn forward_in(&self, x: &Tensor, train: bool, layout: Layout) -> Result<Tensor> {
+    /// The layer on activations laid out as `layout` (the result has the same layout).
+    pub fn forward_in(&self, x: &Tensor, train: bool, layout: MemoryFormat) -> Result<Tensor> {
         self.blocks
             .iter()
             .try_fold(x.clone(), |x, block| block.forward_in(&x, train, layout))
@@ -309,11 +315,11 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.mean((2, 3))
 }
 
-/// The whole torchvision network: stem, four stages, `fc`.
+/// The whole torchvision network: stem, four ResNet layers (`layer1`…`layer4`), `fc`.
 #[derive(Clone, Debug)]
 pub struct Network {
     stem: ConvBn,
-    stages: Vec<Stage>,
+    stages: Vec<ResLayer>,
     fc: Linear,
 }
 
@@ -330,7 +336,7 @@ impl Network {
             mode,
         )?;
         let stages = (0..4)
-            .map(|i| Stage::new(&vb.pp(format!("layer{}", i + 1)), arch, i, mode))
+            .map(|i| ResLayer::new(&vb.pp(format!("layer{}", i + 1)), arch, i, mode))
             .collect::<Result<_>>()?;
         let fc = linear(&vb.pp("fc"), arch.channels(Cut::Pooled), arch.num_classes)?;
         Ok(Self { stem, stages, fc })

@@ -11,8 +11,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cut};
-use crate::blocks::{global_avg_pool, linear, Linear, Stage, StageTape};
-use crate::layout::Layout;
+use crate::blocks::{global_avg_pool, linear, Linear, ResLayer, ResLayerTape};
+use crate::memory_format::MemoryFormat;
 use crate::norm::{BnMode, BN_MOMENTUM};
 use crate::weights::ResolvedWeights;
 
@@ -76,7 +76,7 @@ enum Body {
     /// Linear layers with ReLU between them; dropout before each.
     Classifier(Vec<Linear>),
     FinetuneLayer4 {
-        layer4: Stage,
+        layer4: ResLayer,
         fc: Linear,
     },
 }
@@ -101,7 +101,7 @@ impl Head {
                 let mode = BnMode::Trainable {
                     momentum: BN_MOMENTUM,
                 };
-                let layer4 = Stage::new(&vb.pp("layer4"), arch, 3, mode)?;
+                let layer4 = ResLayer::new(&vb.pp("layer4"), arch, 3, mode)?;
                 let fc = linear(&vb.pp("fc"), arch.channels(Cut::Pooled), NUM_OUTPUTS)?;
                 Body::FinetuneLayer4 { layer4, fc }
             }
@@ -188,7 +188,7 @@ impl Head {
                 // Channels-major inside layer4: its 1×1 convolutions are then one GEMM each over
                 // the whole batch, forward and backward.
                 let x = x.permute((1, 0, 2, 3))?.contiguous()?;
-                let y = layer4.forward_in(&x, train, Layout::ChannelsMajor)?;
+                let y = layer4.forward_in(&x, train, MemoryFormat::ChannelsMajor)?;
                 let pooled = global_avg_pool(&y)?.t()?; // C×N → N×C
                 fc.forward(&dropout(&pooled, p, rng)?)
             }
@@ -266,8 +266,8 @@ pub struct TrainForward<'a> {
 /// layer4 run outside candle's graph: the pooled features are a leaf variable of the graph that
 /// computes the logits, and the backward carries their gradient on through the tape.
 struct Layer4Tape<'a> {
-    stage: &'a Stage,
-    tape: StageTape,
+    stage: &'a ResLayer,
+    tape: ResLayerTape,
     pooled: Var,
 }
 

@@ -12,7 +12,7 @@ mod blocks;
 mod bundle;
 mod device;
 mod head;
-mod layout;
+mod memory_format;
 mod norm;
 mod random;
 mod score;
@@ -20,12 +20,12 @@ mod weights;
 
 pub use arch::{Arch, Cut};
 pub use backbone::Backbone;
-pub use blocks::{global_avg_pool, Network, Stage};
+pub use blocks::{global_avg_pool, Network, ResLayer};
 pub use bundle::{read_bundle, write_bundle, Bundle, BundleMeta, BUNDLE_FORMAT, RESIZE_RULE};
 pub use candle_core::{DType, Device, Tensor};
 pub use device::{imagenet_normalize, parse_device, parse_dtype, IMAGENET_MEAN, IMAGENET_STD};
 pub use head::{dropout, init_layer4_from, Head, HeadSpec, TrainForward, NUM_OUTPUTS};
-pub use layout::Layout;
+pub use memory_format::MemoryFormat;
 pub use norm::{BatchNorm, BnMode, BN_EPS, BN_MOMENTUM};
 pub use score::{ensemble, p_fake, NonFinite, Score};
 pub use weights::{

@@ -3,7 +3,7 @@
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
-use crate::layout::Layout;
+use crate::memory_format::MemoryFormat;
 
 /// PyTorch's default `eps` for `nn.BatchNorm2d`.
 pub const BN_EPS: f64 = 1e-5;
@@ -74,7 +74,7 @@ impl BatchNorm {
     /// in place: `r ← (1 − momentum)·r + momentum·s`, with the unbiased variance for `running_var`.
     /// A ReLU follows when `relu` (fused into the train-mode op).
     pub fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        self.forward_in(x, train, relu, Layout::Nchw)
+        self.forward_in(x, train, relu, MemoryFormat::Nchw)
     }
 
     /// [`BatchNorm::forward_t`] on activations laid out as `layout`.
@@ -83,14 +83,14 @@ impl BatchNorm {
         x: &Tensor,
         train: bool,
         relu: bool,
-        layout: Layout,
+        layout: MemoryFormat,
     ) -> Result<Tensor> {
         let y = match self {
             Self::Frozen { scale, shift } => affine(x, scale, shift, layout)?,
             Self::Trainable { weight, bias, .. } if train => {
                 let norm = match layout {
-                    Layout::Nchw => dfd_ops::batch_norm_train,
-                    Layout::ChannelsMajor => dfd_ops::batch_norm_train_channels_major,
+                    MemoryFormat::Nchw => dfd_ops::batch_norm_train,
+                    MemoryFormat::ChannelsMajor => dfd_ops::batch_norm_train_channels_major,
                 };
                 let out = norm(x, weight, bias, BN_EPS, relu)?;
                 self.update_running_stats(
@@ -167,7 +167,7 @@ fn fold(weight: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor) -> Result<(
 }
 
 /// `x·scale + shift` per channel (C values each) over activations laid out as `layout`.
-fn affine(x: &Tensor, scale: &Tensor, shift: &Tensor, layout: Layout) -> Result<Tensor> {
+fn affine(x: &Tensor, scale: &Tensor, shift: &Tensor, layout: MemoryFormat) -> Result<Tensor> {
     x.broadcast_mul(&layout.per_channel(scale)?)?
         .broadcast_add(&layout.per_channel(shift)?)
 }

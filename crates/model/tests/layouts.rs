@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use dfd_model::{Arch, BnMode, Layout, Stage, BN_MOMENTUM};
+use dfd_model::{Arch, BnMode, MemoryFormat, ResLayer, BN_MOMENTUM};
 
 fn arch() -> Arch {
     Arch {
@@ -17,10 +17,10 @@ fn arch() -> Arch {
 
 /// layer2 of [`arch`] (strided first block with a downsample, then an identity block), its
 /// variables drawn from `seed`, running statistics made non-trivial.
-fn layer2(mode: BnMode, seed: u64) -> (Stage, VarMap) {
+fn layer2(mode: BnMode, seed: u64) -> (ResLayer, VarMap) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let stage = Stage::new(&vb.pp("layer2"), &arch(), 1, mode).unwrap();
+    let stage = ResLayer::new(&vb.pp("layer2"), &arch(), 1, mode).unwrap();
     for (i, (name, var)) in varmap.data().lock().unwrap().iter().enumerate() {
         let noise = Tensor::randn(0f32, 1.0, var.shape(), &Device::Cpu).unwrap();
         let value = match name.rsplit('.').next() {
@@ -74,16 +74,16 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
 /// Output, input gradient, parameter gradients (by name) and the values left in the VarMap.
 type Pass = (Tensor, Tensor, Vec<(String, Tensor)>, Vec<(String, Tensor)>);
 
-fn pass(stage: &Stage, varmap: &VarMap, x: &Tensor, train: bool, layout: Layout) -> Pass {
+fn pass(stage: &ResLayer, varmap: &VarMap, x: &Tensor, train: bool, layout: MemoryFormat) -> Pass {
     let xv = Var::from_tensor(x).unwrap();
     let input = match layout {
-        Layout::Nchw => xv.as_tensor().clone(),
-        Layout::ChannelsMajor => to_cm(&xv).unwrap(),
+        MemoryFormat::Nchw => xv.as_tensor().clone(),
+        MemoryFormat::ChannelsMajor => to_cm(&xv).unwrap(),
     };
     let y = stage.forward_in(&input, train, layout).unwrap();
     let y = match layout {
-        Layout::Nchw => y,
-        Layout::ChannelsMajor => to_cm(&y).unwrap(),
+        MemoryFormat::Nchw => y,
+        MemoryFormat::ChannelsMajor => to_cm(&y).unwrap(),
     };
     let weights = ramp(y.dims());
     let grads = (&y * &weights)
@@ -115,9 +115,9 @@ fn compare(mode: BnMode, train: bool, hw: usize) {
     let (stage, varmap) = layer2(mode, hw as u64);
     let x = (Tensor::randn(0f32, 1.0, (3, 256, hw, hw), &Device::Cpu).unwrap() * 0.5).unwrap();
     let start = snapshot(&varmap);
-    let want = pass(&stage, &varmap, &x, train, Layout::Nchw);
+    let want = pass(&stage, &varmap, &x, train, MemoryFormat::Nchw);
     restore(&varmap, &start);
-    let got = pass(&stage, &varmap, &x, train, Layout::ChannelsMajor);
+    let got = pass(&stage, &varmap, &x, train, MemoryFormat::ChannelsMajor);
     let label = format!("{mode:?} train {train} {hw}x{hw}");
     assert_close(&format!("{label}: y"), &got.0, &want.0);
     assert_close(&format!("{label}: dx"), &got.1, &want.1);

@@ -14,7 +14,7 @@ use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
 use dfd_layout::shards::read_index;
 use dfd_layout::{PipelineConfig, RunDir};
 use dfd_model::{
-    resolve_weights, Arch, Backbone, BnMode, Cut, Head, HeadSpec, Score, Stage, WeightsSource,
+    resolve_weights, Arch, Backbone, BnMode, Cut, Head, HeadSpec, ResLayer, Score, WeightsSource,
     NUM_OUTPUTS,
 };
 
@@ -120,7 +120,7 @@ enum Members {
 
 /// The inference form of a fine-tuned layer4 head: BatchNorm folded, no variables.
 struct FinetuneTail {
-    layer4: Stage,
+    layer4: ResLayer,
     fc: Linear,
 }
 
@@ -135,7 +135,7 @@ impl FinetuneTail {
             .map(|(name, var)| (name.clone(), var.as_detached_tensor()))
             .collect();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let layer4 = Stage::new(&vb.pp("layer4"), arch, 3, BnMode::Frozen)?;
+        let layer4 = ResLayer::new(&vb.pp("layer4"), arch, 3, BnMode::Frozen)?;
         let channels = arch.channels(Cut::Pooled);
         let fc = Linear::new(
             vb.get((NUM_OUTPUTS, channels), "fc.weight")?,

@@ -1,4 +1,4 @@
-//! Train-mode forward and backward of a [`Stage`] on channels-major CPU f32 activations, outside
+//! Train-mode forward and backward of a [`ResLayer`] on channels-major CPU f32 activations, outside
 //! candle's autograd.
 //!
 //! candle's backward gives every node of its graph a zeroed gradient buffer and adds each
@@ -7,14 +7,14 @@
 //! backward needs (each conv's output, each BatchNorm's output and batch statistics, each block's
 //! output) and the backward writes every parameter's gradient once, with the kernels of
 //! [`dfd_ops::cpu`] (the ones the candle ops run). Values are those of
-//! [`Stage::forward_in`] in train mode, channels-major, followed by candle's backward; the running
+//! [`ResLayer::forward_in`] in train mode, channels-major, followed by candle's backward; the running
 //! statistics are updated the same way.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 use dfd_ops::cpu::{self, ConvShape, SliceBatchNorm};
 
-use super::{Bottleneck, ConvBn, Norm, Stage};
+use super::{Bottleneck, ConvBn, Norm, ResLayer};
 use crate::norm::{BatchNorm, BN_EPS};
 
 /// Channels-major (C×N×H×W) values and their dims.
@@ -43,7 +43,7 @@ struct BlockTape {
 }
 
 /// A stage's train-mode forward, kept for its backward.
-pub(crate) struct StageTape {
+pub(crate) struct ResLayerTape {
     input: Activation,
     blocks: Vec<BlockTape>,
 }
@@ -212,11 +212,11 @@ impl Bottleneck {
     }
 }
 
-impl Stage {
-    /// The train-mode forward of [`Stage::forward_in`] on the N×C×H×W `x`, run channels-major
-    /// and kept for [`StageTape::backward`]; `None` (nothing run) unless `x` and every parameter
+impl ResLayer {
+    /// The train-mode forward of [`ResLayer::forward_in`] on the N×C×H×W `x`, run channels-major
+    /// and kept for [`ResLayerTape::backward`]; `None` (nothing run) unless `x` and every parameter
     /// are f32 CPU tensors.
-    pub(crate) fn forward_tape(&self, x: &Tensor) -> Result<Option<StageTape>> {
+    pub(crate) fn forward_tape(&self, x: &Tensor) -> Result<Option<ResLayerTape>> {
         let params = self.parameters();
         let tensors: Vec<&Tensor> = std::iter::once(x).chain(&params).collect();
         if !cpu::all_cpu_f32(&tensors) {
@@ -232,11 +232,11 @@ impl Stage {
             let tape = block.forward_tape(blocks.last().map_or(&input, |b| &b.out))?;
             blocks.push(tape);
         }
-        Ok(Some(StageTape { input, blocks }))
+        Ok(Some(ResLayerTape { input, blocks }))
     }
 }
 
-impl StageTape {
+impl ResLayerTape {
     /// The stage's output.
     pub(crate) fn output(&self) -> &Activation {
         self.blocks.last().map_or(&self.input, |b| &b.out)
@@ -246,7 +246,7 @@ impl StageTape {
     /// given the output gradient `d_out` (channels-major). The input's gradient is not computed.
     pub(crate) fn backward(
         &self,
-        stage: &Stage,
+        stage: &ResLayer,
         d_out: Vec<f32>,
         grads: &mut GradStore,
     ) -> Result<()> {

@@ -2,9 +2,9 @@
 
 use candle_core::{Result, Tensor};
 
-/// How a stage's activations are laid out in memory.
+/// How a ResNet layer's activations are laid out in memory (PyTorch's `memory_format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
+pub enum MemoryFormat {
     /// N×C×H×W, as PyTorch.
     Nchw,
     /// C×N×H×W: every 1×1 convolution of the batch is one GEMM with no gather of images (see
@@ -12,7 +12,7 @@ pub enum Layout {
     ChannelsMajor,
 }
 
-impl Layout {
+impl MemoryFormat {
     /// Per-channel values (C of them, any shape) reshaped to broadcast over activations in this
     /// layout: 1×C×1×1 or C×1×1×1.
     pub fn per_channel(self, t: &Tensor) -> Result<Tensor> {
