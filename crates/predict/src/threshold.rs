@@ -33,12 +33,6 @@ impl FromStr for ThresholdArg {
     }
 }
 
-/// The threshold to use (an image is `fake` when P(fake) ≥ it) and a phrase saying where it came
-/// from: `--threshold <x>`; by default the run config's `evaluate.threshold`; or for
-/// `--threshold eer`, one threshold for the whole fold ensemble: the mean over `folds` of each
-/// fold's validation EER threshold, `best.val_eer_threshold` in
-/// `<run>/fold<k>/checkpoints/<tag>/state.json` (written by dfd-train; the test split is never
-/// looked at). A missing file or value is an error naming the file.
 /// [`resolve`] for a model file of dfd-export: its recorded `threshold` by default, or for `eer`
 /// the mean of the recorded validation EER thresholds of the folds used (`fold`, or all).
 pub fn from_model(
@@ -64,18 +58,28 @@ pub fn from_model(
                     })
                 })
                 .collect::<Result<Vec<f64>>>()?;
-            if thresholds.is_empty() {
-                bail!("--threshold eer needs at least one fold");
-            }
-            let mean = thresholds.iter().sum::<f64>() / thresholds.len() as f64;
             Ok((
-                mean,
+                mean_of(&thresholds)?,
                 "mean validation EER threshold recorded in the model file".into(),
             ))
         }
     }
 }
 
+/// The one threshold of a fold ensemble: the mean of its folds' EER thresholds.
+fn mean_of(thresholds: &[f64]) -> Result<f64> {
+    if thresholds.is_empty() {
+        bail!("--threshold eer needs at least one fold");
+    }
+    Ok(thresholds.iter().sum::<f64>() / thresholds.len() as f64)
+}
+
+/// The threshold to use (an image is `fake` when P(fake) ≥ it) and a phrase saying where it came
+/// from: `--threshold <x>`; by default the run config's `evaluate.threshold`; or for
+/// `--threshold eer`, one threshold for the whole fold ensemble: the mean over `folds` of each
+/// fold's validation EER threshold, `best.val_eer_threshold` in
+/// `<run>/fold<k>/checkpoints/<tag>/state.json` (written by dfd-train; the test split is never
+/// looked at). A missing file or value is an error naming the file.
 pub fn resolve(
     arg: Option<&ThresholdArg>,
     run: &RunDir,
@@ -94,12 +98,8 @@ pub fn resolve(
                 .iter()
                 .map(|&k| val_eer_threshold(&run.fold(k).checkpoint(tag)))
                 .collect::<Result<Vec<f64>>>()?;
-            if thresholds.is_empty() {
-                bail!("--threshold eer needs at least one fold");
-            }
-            let mean = thresholds.iter().sum::<f64>() / thresholds.len() as f64;
             Ok((
-                mean,
+                mean_of(&thresholds)?,
                 format!(
                     "mean validation EER threshold of fold(s) {}, checkpoint `{tag}`",
                     dfd_layout::cli::list(folds)
