@@ -74,12 +74,9 @@ impl TestFeatures {
                 shape.extend_from_slice(&self.row_shape);
                 let x =
                     Tensor::from_vec(values, shape, device).context("building a feature batch")?;
-                let batch = head
-                    .forward_t(&x, false)
-                    .and_then(|l| dfd_model::p_fake(&l))
-                    .with_context(|| {
-                        format!("scoring rows {start}.. of {}", reader.path().display())
-                    })?;
+                let batch = head.p_fake(&x).with_context(|| {
+                    format!("scoring rows {start}.. of {}", reader.path().display())
+                })?;
                 scores.extend(batch);
                 on_rows(n);
             }

@@ -157,6 +157,12 @@ impl Head {
         &self.spec
     }
 
+    /// P(fake) of each row of `x` in eval mode: [`crate::p_fake`] of the logits (the one place
+    /// that turns logits into scores, with its finite check).
+    pub fn p_fake(&self, x: &Tensor) -> candle_core::Result<Vec<crate::Score>> {
+        crate::p_fake(&self.forward_t(x, false)?)
+    }
+
     /// Logits N×2. Dropout (and BN train mode for `FinetuneLayer4`) only when `train`; dropout
     /// masks come from the thread RNG, so use [`Head::forward_t_with`] for reproducible training.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {

@@ -310,14 +310,15 @@ impl Predictor {
     }
 
     /// P(fake) per image of a normalised batch N×3×S×S: the fold ensemble
-    /// ([`dfd_model::ensemble`] of each head's [`dfd_model::p_fake`]).
+    /// ([`dfd_model::ensemble`] of each head's [`dfd_model::p_fake`]: [`Head::p_fake`] for
+    /// classifier heads).
     pub fn p_fake(&self, x: &Tensor) -> Result<Vec<Score>> {
         let per_head = match &self.members {
             Members::Classifier { cut, heads } => {
                 let features = self.backbone.forward_to(x, *cut)?;
                 heads
                     .iter()
-                    .map(|h| dfd_model::p_fake(&h.forward_t(&features, false)?))
+                    .map(|h| h.p_fake(&features))
                     .collect::<candle_core::Result<Vec<_>>>()?
             }
             Members::Finetune(tails) => {
