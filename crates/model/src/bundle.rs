@@ -165,8 +165,8 @@ pub fn read_bundle(path: &Path, device: &Device) -> anyhow::Result<Bundle> {
         );
     }
     let parse = |key: &str| -> anyhow::Result<serde_json::Value> {
-        let text = field(key)?;
-        serde_json::from_str(text).or_else(|_| Ok(serde_json::Value::String(text.clone())))
+        serde_json::from_str(field(key)?)
+            .with_context(|| format!("{}: metadata `{key}` is not JSON", path.display()))
     };
     let meta = BundleMeta {
         arch: field("arch")?.clone(),

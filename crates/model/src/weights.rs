@@ -113,13 +113,13 @@ pub fn resolve_weights(src: &WeightsSource, arch: &Arch) -> anyhow::Result<Resol
     let identity = file
         .identity(arch)
         .with_context(|| format!("checking the weights {src} against {arch}"))?;
-    Ok(ResolvedWeights {
-        source: src.clone(),
-        path: Some(found.path),
-        served_by: found.served_by,
+    Ok(ResolvedWeights::from_file(
+        src.clone(),
+        found.path,
+        &found.served_by,
         identity,
-        file: Some(Arc::new(file)),
-    })
+        Arc::new(file),
+    ))
 }
 
 /// A weights file shared between the resolved weights and the `VarBuilder`s over it.
