@@ -7,6 +7,7 @@
 #   make all PIPELINE=pipelines/exp1-mlp-224.toml
 #   make preprocess|extract|train|evaluate PIPELINE=...
 #   make clean-run PIPELINE=...                 forget a run (not the shared image/feature caches)
+#   make evaluate-on ON=<pipeline or folder> PIPELINE=...   score the run on all of another data set
 #   make compare                                every evaluated run side by side: runs/comparison.{md,html,csv}
 #   make bench                                  all benchmarks, with the PyTorch peer
 
@@ -23,7 +24,7 @@ RUN := $(DATA)/runs/$(NAME)/$(RUN_ID)
 ARGS := --config $(PIPELINE) --data-dir $(DATA) --run-id $(RUN_ID)
 STAGES := preprocess extract train evaluate
 
-.PHONY: all build compare test demo bench bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
+.PHONY: all build compare evaluate-on test demo bench bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
 
 all: $(RUN)/stages/evaluate.done
 	@echo "Report: $(RUN)/eval/report.html"
@@ -44,6 +45,12 @@ $(RUN)/stages/train.done: $(RUN)/stages/extract.done | build
 	$(BIN)/dfd-train $(ARGS)
 $(RUN)/stages/evaluate.done: $(RUN)/stages/train.done | build
 	$(BIN)/dfd-evaluate $(ARGS)
+
+# Another data set scored by the run: ON is a pipeline file (its [dataset]) or a folder with the
+# run's class sub-folders. Outputs in $(RUN)/eval/<name>/; rerunning with nothing changed does nothing.
+evaluate-on: $(RUN)/stages/train.done | build
+	@test -n "$(ON)" || { echo "make evaluate-on needs ON=<pipeline file or folder>"; exit 2; }
+	$(BIN)/dfd-evaluate $(ARGS) --on $(ON)
 
 clean-run:
 	rm -rf $(RUN)

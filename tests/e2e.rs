@@ -62,6 +62,19 @@ impl Env {
         self.run(name, &args)
     }
 
+    /// `dfd-evaluate --on <on>` for the pipeline's run.
+    fn evaluate_on(&self, on: &Path) {
+        let args = [
+            "--config",
+            self.pipeline.to_str().unwrap(),
+            "--data-dir",
+            self.data.to_str().unwrap(),
+            "--on",
+            on.to_str().unwrap(),
+        ];
+        self.run("dfd-evaluate", &args);
+    }
+
     fn chain(&self) {
         for stage in ["dfd-preprocess", "dfd-extract", "dfd-train", "dfd-evaluate"] {
             self.stage(stage);
@@ -102,6 +115,42 @@ fold = 0
 [evaluate]
 bootstrap = 50
 "#;
+
+/// `dfd-predict --run` on every image under `folder`: P(fake) by path relative to `folder`.
+fn predictions(env: &Env, run: &dfd_layout::RunDir, folder: &Path) -> BTreeMap<String, f64> {
+    let out = env.run(
+        "dfd-predict",
+        &[
+            "--run",
+            run.path().to_str().unwrap(),
+            folder.to_str().unwrap(),
+        ],
+    );
+    let mut csv = csv::Reader::from_reader(out.stdout.as_slice());
+    csv.records()
+        .map(|r| {
+            let r = r.unwrap();
+            let rel = Path::new(&r[0]).strip_prefix(folder).unwrap();
+            (rel.to_str().unwrap().to_string(), r[1].parse().unwrap())
+        })
+        .collect()
+}
+
+/// The `ensemble` column of an evaluation's `scores.csv`, by path.
+fn ensemble_scores(path: &Path) -> BTreeMap<String, f64> {
+    let mut csv = csv::Reader::from_path(path).unwrap();
+    let header = csv.headers().unwrap().clone();
+    let (at_path, at_ensemble) = (
+        header.iter().position(|h| h == "path").unwrap(),
+        header.iter().position(|h| h == "ensemble").unwrap(),
+    );
+    csv.records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[at_path].to_string(), r[at_ensemble].parse().unwrap())
+        })
+        .collect()
+}
 
 /// Modification times of every file under `dir`, except the stage markers (rewritten on
 /// every run to say the stage is complete).
@@ -301,11 +350,168 @@ fn whole_chain_then_nothing_redone() {
         String::from_utf8_lossy(&with_run.stdout)
     );
 
-    // A second run of every stage redoes nothing.
+    // Another data set, in both forms of --on: a folder, and a pipeline file's [dataset].
+    let other = tmp.join("other faces");
+    env.run(
+        "dfd-demo-data",
+        &[
+            "--out",
+            other.to_str().unwrap(),
+            "--count",
+            "12",
+            "--size",
+            "48",
+            "--seed",
+            "11",
+        ],
+    );
+    let second = data.join("raw/second");
+    env.run(
+        "dfd-demo-data",
+        &[
+            "--out",
+            second.to_str().unwrap(),
+            "--count",
+            "10",
+            "--size",
+            "40",
+            "--seed",
+            "12",
+        ],
+    );
+    let second_pipeline = tmp.join("second.toml");
+    std::fs::write(
+        &second_pipeline,
+        "[dataset]\nname = \"second\"\nsource = \"raw/second\"\n",
+    )
+    .unwrap();
+    let run_files = |run: &dfd_layout::RunDir| {
+        let mut files = mtimes(run.path());
+        files.retain(|p, _| !p.starts_with(run.eval()));
+        for stage in ["preprocess", "extract", "train", "evaluate"] {
+            let marker = run.stage_marker(stage);
+            files.insert(
+                marker.clone(),
+                std::fs::metadata(&marker).unwrap().modified().unwrap(),
+            );
+        }
+        files
+    };
+    let untouched = run_files(&run);
+    for (on, name, n) in [
+        (&other, "other-faces", 12),
+        (&second_pipeline, "second", 10),
+    ] {
+        env.evaluate_on(on);
+        let out = run.eval_on(name);
+        for file in [
+            "scores.csv",
+            "metrics.json",
+            "curves.png",
+            "confusion.png",
+            "roc.png",
+            "report.md",
+            "report.html",
+            "evaluate.done",
+        ] {
+            assert!(out.join(file).exists(), "{name}: {file}");
+        }
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+        assert_eq!(m["dataset"], name);
+        assert_eq!(m["trained_on"], "tiny");
+        assert_eq!(m["ensemble"]["metrics"]["n"], n);
+        let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(
+            report.contains(&format!("Data set `{name}`, every image")),
+            "{report}"
+        );
+        assert!(root.manifest(&format!("{name}@all")).exists());
+        assert!(
+            !root.prepared(name).exists(),
+            "kept apart from a normal preparation"
+        );
+        // The scores are dfd-predict's on the same files (f16 layer3 maps: within 1e-3).
+        let images = if name == "second" {
+            second.clone()
+        } else {
+            other.clone()
+        };
+        let predicted = predictions(&env, &run, &images);
+        let scored = ensemble_scores(&out.join("scores.csv"));
+        assert_eq!(scored.len(), n);
+        for (path, p) in &scored {
+            let q = predicted[path];
+            assert!((p - q).abs() < 1e-3, "{path}: evaluate {p}, predict {q}");
+        }
+    }
+    assert_eq!(run_files(&run), untouched, "--on changed the run's files");
+
+    // With f32 features (pooled), evaluate's scores on another data set are exactly predict's.
+    let pooled = Env {
+        bin: env.bin.clone(),
+        data: data.clone(),
+        pipeline: tmp.join("tiny-pooled.toml"),
+    };
+    std::fs::write(
+        &pooled.pipeline,
+        PIPELINE
+            .replace("cut = \"layer3\"", "cut = \"pooled\"")
+            .replace("head = \"finetune-layer4\"", "head = \"mlp\""),
+    )
+    .unwrap();
+    pooled.chain();
+    pooled.evaluate_on(&other);
+    let pooled_run = root.run("tiny-pooled", "main");
+    let predicted = predictions(&pooled, &pooled_run, &other);
+    for (path, p) in ensemble_scores(&pooled_run.eval_on("other-faces").join("scores.csv")) {
+        assert_eq!(p as f32, predicted[&path] as f32, "{path}");
+    }
+
+    // A second run of every stage redoes nothing, --on included.
     let before = mtimes(&data);
     env.chain();
+    env.evaluate_on(&other);
+    env.evaluate_on(&second_pipeline);
     let after = mtimes(&data);
     assert_eq!(before, after, "a rerun on a finished run changed files");
 
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// `make demo` without the hub: the built-in demo set and `pipelines/demo.toml` with `random:0`
+/// weights (what the Makefile falls back to) learn: test AUC of the fold ensemble ≥ 0.65.
+#[test]
+fn the_demo_learns_without_pretrained_weights() {
+    let tmp = std::env::temp_dir().join(format!("dfd-e2e-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let data = tmp.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let demo = std::fs::read_to_string(root.join("pipelines/demo.toml")).unwrap();
+    let weights = demo
+        .lines()
+        .find(|l| l.starts_with("weights = "))
+        .expect("the demo pipeline names its weights");
+    let pipeline = tmp.join("demo.toml");
+    std::fs::write(&pipeline, demo.replace(weights, "weights = \"random:0\"")).unwrap();
+    let env = Env {
+        bin: binaries(),
+        data: data.clone(),
+        pipeline,
+    };
+    env.run(
+        "dfd-demo-data",
+        &["--out", data.join("raw/demo").to_str().unwrap()],
+    );
+    env.chain();
+    let run = DataRoot::new(&data).run("demo", "main");
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.eval().join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["pretrained"], false);
+    let auc = metrics["ensemble"]["metrics"]["roc_auc"].as_f64().unwrap();
+    assert!(auc >= 0.65, "demo test AUC {auc} with random:0 weights");
+    let report = std::fs::read_to_string(run.eval().join("report.md")).unwrap();
+    assert!(report.contains("NOT PRETRAINED"), "{report}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -40,7 +40,7 @@ pub struct Summary {
 }
 
 impl fmt::Display for Summary {
-    /// One line: `demo data: 127 real, 113 fake (easy 28, mid 57, hard 28) in data/raw/demo (written)`.
+    /// One line: `demo data: 254 real, 226 fake (easy 57, mid 113, hard 56) in data/raw/demo (written)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [easy, mid, hard] = self.counts.fake;
         write!(

@@ -217,8 +217,8 @@ mod tests {
         assert_eq!(
             c,
             Counts {
-                real: 127,
-                fake: [28, 57, 28]
+                real: 254,
+                fake: [57, 113, 56]
             }
         );
         let c = Counts::of(&DemoParams {
@@ -232,11 +232,11 @@ mod tests {
     #[test]
     fn plan_names_and_codes() {
         let p = plan(&DemoParams::default());
-        assert_eq!(p.len(), 240);
+        assert_eq!(p.len(), 480);
         assert_eq!(p[0].file_name, "real_00001.jpg");
-        assert_eq!(p[126].file_name, "real_00127.jpg");
-        assert!(p[127].file_name.starts_with("easy_001_"));
-        assert!(p.last().unwrap().file_name.starts_with("hard_028_"));
+        assert_eq!(p[253].file_name, "real_00254.jpg");
+        assert!(p[254].file_name.starts_with("easy_001_"));
+        assert!(p.last().unwrap().file_name.starts_with("hard_056_"));
         for spec in &p {
             assert!(is_generated_name(&spec.file_name), "{}", spec.file_name);
             if let Kind::Fake { regions, .. } = spec.kind {
@@ -249,8 +249,8 @@ mod tests {
             .filter(|s| s.file_name.ends_with("_1111.jpg"))
             .count();
         assert!(
-            (20..=60).contains(&whole),
-            "{whole} whole-face fakes of 113"
+            (40..=120).contains(&whole),
+            "{whole} whole-face fakes of 226"
         );
     }
 

@@ -1,12 +1,15 @@
 //! Composites ("fakes"): regions of one face replaced by the same regions of a donor face with
 //! other colours and lighting, blended through a feathered mask, in the spirit of the real
 //! data set's Photoshop edits. How wide the feathering is and how far the donor's colours,
-//! lighting and feature placement are from the original's depends on the difficulty.
+//! lighting, feature placement, colour cast and grain are from the original's depends on the
+//! difficulty. The donors' warm cast is what makes the set learnable without pretrained weights:
+//! a random backbone's features keep colour but not fine texture.
 
 use crate::canvas::{Canvas, Ellipse, Mask};
 use crate::face::Face;
 use crate::plan::{Difficulty, Region, RegionCode};
 use rand::Rng;
+use rand_distr::{Distribution, Normal};
 
 /// How a difficulty blends.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,11 +22,19 @@ pub struct BlendStyle {
     pub misalignment: f32,
     /// Largest per-channel colour gain error of the pasted pixels (e.g. 0.12 = ±12%).
     pub colour_error: f32,
+    /// The donor photos' warm colour cast: red gain `1 + cast`, blue gain `1 - cast` on the
+    /// pasted pixels. Donors come from a differently white-balanced camera, a low-frequency
+    /// cue that even a random (not pretrained) backbone's features carry, so the demo learns
+    /// without pretrained weights.
+    pub cast: f32,
+    /// Standard deviation of the donor photo's own sensor grain, which the pasted pixels keep
+    /// (fraction of full scale, e.g. 0.04 ≈ 10 grey levels), on top of the camera's noise.
+    pub grain: f32,
 }
 
 impl BlendStyle {
-    /// Easy: hard seams and visible colour mismatch; mid: in between; hard: wide feathering
-    /// and small mismatch.
+    /// Easy: hard seams, visible colour mismatch and coarse grain; mid: in between; hard: wide
+    /// feathering, small mismatch and grain close to the camera's.
     pub fn of(difficulty: Difficulty) -> BlendStyle {
         match difficulty {
             Difficulty::Easy => BlendStyle {
@@ -31,18 +42,24 @@ impl BlendStyle {
                 mismatch: 1.0,
                 misalignment: 0.05,
                 colour_error: 0.12,
+                cast: 0.3,
+                grain: 0.05,
             },
             Difficulty::Mid => BlendStyle {
                 feather: 0.06,
                 mismatch: 0.55,
                 misalignment: 0.025,
                 colour_error: 0.06,
+                cast: 0.2,
+                grain: 0.035,
             },
             Difficulty::Hard => BlendStyle {
                 feather: 0.15,
                 mismatch: 0.25,
                 misalignment: 0.01,
                 colour_error: 0.025,
+                cast: 0.12,
+                grain: 0.02,
             },
         }
     }
@@ -90,9 +107,14 @@ pub fn composite(
         geometry: face.geometry.jittered(rng, style.misalignment),
         appearance: face.appearance.towards(&stranger, style.mismatch),
     };
-    let gain = [0; 3].map(|_| 1.0 + style.colour_error * (2.0 * rng.random::<f32>() - 1.0));
+    let cast = [1.0 + style.cast, 1.0, 1.0 - style.cast];
+    let gain = cast.map(|k| k * (1.0 + style.colour_error * (2.0 * rng.random::<f32>() - 1.0)));
     let mut pasted = donor.draw(size);
-    pasted.map_pixels(|p| [0, 1, 2].map(|c| p[c] * gain[c]));
+    let grain = Normal::new(0.0, style.grain).expect("grain is positive and finite");
+    pasted.map_pixels(|p| {
+        let luma = grain.sample(rng);
+        [0, 1, 2].map(|c| p[c] * gain[c] + 0.7 * luma + 0.5 * grain.sample(rng))
+    });
 
     let base = face.draw(size);
     let regions = edited_areas(face, code);

@@ -1,17 +1,20 @@
 //! The evaluate stage: run directory in, `eval/` out.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use dfd_layout::atomic::write_json_atomic;
 use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS};
-use dfd_layout::cli::{mark_done, progress, CommonArgs, Context as StageContext};
+use dfd_layout::cli::{marker_records, progress, CommonArgs, Context as StageContext, SliceArgs};
 use dfd_layout::config::PipelineConfig;
 use dfd_layout::manifest::{read_manifest, ManifestRow};
+use dfd_layout::other_dataset::OtherDataset;
+use dfd_layout::paths::EVAL_ON_MARKER;
 use dfd_layout::runlog::{self, LogRecord};
 use dfd_layout::shards::read_index;
 use dfd_layout::{backbone_key, backbone_of_features, FoldDir, Split};
 use dfd_metrics::{BinaryReport, BootstrapConfig};
-use dfd_model::{resolve_weights, Arch, Score, WeightsSource};
+use dfd_model::{resolve_weights, Arch, ResolvedWeights, Score, WeightsSource};
 use serde_json::json;
 
 use crate::features::{load_head, TestFeatures};
@@ -67,17 +70,132 @@ fn trained_backbone(
     if let Some(key) = recorded.and_then(|s| backbone_of_features(&s.dir)) {
         return Ok(key.to_string());
     }
-    let arch: Arch = cfg.extract.arch.as_str().parse()?;
-    let source = WeightsSource::from_config(cfg.extract.weights.as_str(), data_dir)?;
-    let weights = resolve_weights(&source, &arch)
-        .with_context(|| format!("finding the backbone weights {source}"))?;
+    let weights = run_weights(cfg, data_dir)?;
     Ok(backbone_key(cfg.extract.arch, &weights.identity))
 }
 
-/// Scores every trained fold of `ctx.run` and writes the eval directory and stage marker.
+/// What one evaluation scores and where its outputs go: the run's own test split, or another
+/// data set scored whole (`--on`).
+struct Target {
+    /// The data set scored, as `metrics.json` names it.
+    dataset: String,
+    /// The data set the run was trained on, for another data set; `None` for its own test split.
+    trained_on: Option<String>,
+    /// The test feature directory scored, and the manifest its ids index.
+    test_dir: PathBuf,
+    manifest: PathBuf,
+    /// The command that rebuilds the test features.
+    rebuild: String,
+    /// Where the outputs go, and the completion marker recording their inputs.
+    out_dir: PathBuf,
+    marker: PathBuf,
+}
+
+impl Target {
+    /// The run's own test split: features under the backbone the folds were trained on, outputs
+    /// in `eval/`, the marker in `stages/`.
+    fn own(ctx: &StageContext, common: &CommonArgs, cfg: &PipelineConfig, backbone: &str) -> Self {
+        let name = &cfg.dataset.name;
+        Self {
+            dataset: name.clone(),
+            trained_on: None,
+            test_dir: ctx.data.features(
+                name,
+                backbone,
+                cfg.preprocess.size,
+                cfg.extract.cut,
+                Split::Test,
+                0,
+            ),
+            manifest: ctx.data.manifest(name),
+            rebuild: common.command("dfd-extract", false),
+            out_dir: ctx.run.eval(),
+            marker: ctx.run.stage_marker("evaluate"),
+        }
+    }
+
+    /// Another data set (`--on`), prepared and extracted whole with the run's settings and its
+    /// backbone (which must still be what `extract.weights` gives); outputs and marker in
+    /// `eval/<dataset>/`.
+    fn other(
+        on: &Path,
+        ctx: &StageContext,
+        common: &CommonArgs,
+        cfg: &PipelineConfig,
+        backbone: &str,
+    ) -> Result<Self> {
+        let other = OtherDataset::resolve(on, cfg)?;
+        let rebuild = format!(
+            "{} --on {}",
+            common.command("dfd-evaluate", true),
+            on.display()
+        );
+        let weights = run_weights(cfg, ctx.data.root())?;
+        let key = backbone_key(cfg.extract.arch, &weights.identity);
+        if key != backbone {
+            bail!(
+                "the run's folds were trained on features of the backbone {backbone}, but \
+                 extract.weights = \"{}\" now gives {key}: score another data set with the \
+                 weights the run was trained with",
+                cfg.extract.weights
+            );
+        }
+        let whole = SliceArgs {
+            shard_index: 0,
+            shard_count: 1,
+        };
+        let prepared = dfd_preprocess::prepare(&ctx.data, &other.config, &whole, false)
+            .with_context(|| format!("preparing {} (--on {})", other.name, on.display()))?;
+        tracing::info!("prepared {}", prepared.line);
+        dfd_extract::stage::extract(
+            &ctx.data,
+            &other.config,
+            &weights,
+            &cfg.extract.device,
+            cfg.extract.batch_size,
+            &whole,
+            &rebuild,
+        )
+        .with_context(|| format!("extracting the features of {}", other.name))?;
+        let name = &other.config.dataset.name;
+        let out_dir = ctx.run.eval_on(&other.name);
+        Ok(Self {
+            dataset: other.name.clone(),
+            trained_on: Some(cfg.dataset.name.clone()),
+            test_dir: ctx.data.features(
+                name,
+                backbone,
+                cfg.preprocess.size,
+                cfg.extract.cut,
+                Split::Test,
+                0,
+            ),
+            manifest: ctx.data.manifest(name),
+            rebuild,
+            marker: out_dir.join(EVAL_ON_MARKER),
+            out_dir,
+        })
+    }
+}
+
+/// The backbone weights of the run's `extract.weights` (relative paths against `data_root`).
+fn run_weights(cfg: &PipelineConfig, data_root: &Path) -> Result<ResolvedWeights> {
+    let arch: Arch = cfg.extract.arch.as_str().parse()?;
+    let source = WeightsSource::from_config(cfg.extract.weights.as_str(), data_root)?;
+    resolve_weights(&source, &arch)
+        .with_context(|| format!("finding the backbone weights {source}"))
+}
+
+/// Scores every trained fold of `ctx.run` on its test split, or on the data set `on` names
+/// (a pipeline file or a folder, see [`OtherDataset`]), and writes the outputs and marker.
 /// The checkpoints and test features are verified against their checksums first, even when the
-/// stage marker says the outputs are up to date; `common` gives the commands that rebuild them.
-pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) -> Result<()> {
+/// marker says the outputs are up to date; `common` gives the commands that rebuild them.
+pub fn run(
+    ctx: &StageContext,
+    common: &CommonArgs,
+    checkpoint: Option<&str>,
+    on: Option<&Path>,
+) -> Result<()> {
     let run = &ctx.run;
     let run_id = &common.run_id;
     // The run's own resolved config decides which features its heads expect.
@@ -106,29 +224,23 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
         })
         .collect::<Result<Vec<_>>>()?;
     let backbone = trained_backbone(&checkpoints[0], &cfg, ctx.data.root())?;
-    let test_dir = ctx.data.features(
-        &cfg.dataset.name,
-        &backbone,
-        cfg.preprocess.size,
-        cfg.extract.cut,
-        Split::Test,
-        0,
-    );
-    let test = TestFeatures::open(&test_dir, &common.command("dfd-extract", false))?;
-    same_backbone(&test_dir, &folds, &checkpoints)?;
-    let inputs = inputs_identity(run, &checkpoint, &checkpoints, &test_dir)?;
-    if dfd_layout::cli::done_with(run, "evaluate", &inputs)
-        && run.eval().join("metrics.json").exists()
-    {
+    let target = match on {
+        None => Target::own(ctx, common, &cfg, &backbone),
+        Some(on) => Target::other(on, ctx, common, &cfg, &backbone)?,
+    };
+    let test_dir = &target.test_dir;
+    let test = TestFeatures::open(test_dir, &target.rebuild)?;
+    same_backbone(test_dir, &folds, &checkpoints)?;
+    let inputs = inputs_identity(run, &checkpoint, &checkpoints, test_dir)?;
+    if marker_records(&target.marker, &inputs) && target.out_dir.join("metrics.json").exists() {
         tracing::info!(
             "{} is up to date with its checkpoints and test features: nothing to do",
-            run.eval().display()
+            target.out_dir.display()
         );
         return Ok(());
     }
-    let manifest_path = ctx.data.manifest(&cfg.dataset.name);
-    let manifest = read_manifest(&manifest_path)
-        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let manifest = read_manifest(&target.manifest)
+        .with_context(|| format!("reading {}", target.manifest.display()))?;
     let difficulty: Vec<Option<&str>> = test
         .ids
         .iter()
@@ -194,18 +306,19 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
         per_fold: &per_fold,
         ensemble: &ensemble,
     };
-    std::fs::create_dir_all(run.eval())
-        .with_context(|| format!("creating {}", run.eval().display()))?;
-    table.write_csv(&run.eval().join("scores.csv"))?;
+    let out_dir = &target.out_dir;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    table.write_csv(&out_dir.join("scores.csv"))?;
     let (ensemble_metrics, ensemble_difficulty) = evaluate(&ensemble, "the fold ensemble")?;
-    let index = read_index(&test_dir)?;
+    let index = read_index(test_dir)?;
     let metrics = EvalMetrics {
         schema_version: SCHEMA_VERSION,
         pipeline: ctx.pipeline.clone(),
         run_id: run_id.to_string(),
         checkpoint,
         threshold: cfg.evaluate.threshold,
-        dataset: cfg.dataset.name.clone(),
+        dataset: target.dataset.clone(),
+        trained_on: target.trained_on.clone(),
         test_features: test_dir.display().to_string(),
         weights_identity: index.weights_identity().map(str::to_string),
         pretrained: index.meta.get("pretrained").and_then(|p| p.as_bool()),
@@ -221,13 +334,13 @@ pub fn run(ctx: &StageContext, common: &CommonArgs, checkpoint: Option<&str>) ->
     };
     write_outputs(
         &metrics,
-        run.eval().as_path(),
+        out_dir,
         &folds.iter().map(|&k| run.fold(k)).collect::<Vec<_>>(),
     )?;
     print!("{}", report::console_table(&metrics));
     let summary =
-        json!({ "folds": folds, "metrics": run.eval().join("metrics.json"), "inputs": inputs });
-    mark_done(run, "evaluate", &summary).context("writing the evaluate stage marker")
+        json!({ "folds": folds, "metrics": out_dir.join("metrics.json"), "inputs": inputs });
+    write_json_atomic(&target.marker, &summary).context("writing the evaluate marker")
 }
 
 /// How many of the worst mistakes of each kind the report lists.

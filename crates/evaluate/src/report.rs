@@ -240,8 +240,12 @@ fn html_table(t: &Table) -> String {
 }
 
 fn title(m: &EvalMetrics) -> String {
+    let on = match &m.trained_on {
+        Some(_) => format!(" on {}", m.dataset),
+        None => String::new(),
+    };
     format!(
-        "Evaluation of {} / {} (checkpoint `{}`)",
+        "Evaluation of {} / {}{on} (checkpoint `{}`)",
         m.pipeline, m.run_id, m.checkpoint
     )
 }
@@ -259,12 +263,18 @@ pub fn not_pretrained_banner(m: &EvalMetrics) -> Option<String> {
 }
 
 fn preamble(m: &EvalMetrics) -> String {
+    let scored = match &m.trained_on {
+        Some(home) => format!(
+            "Data set `{}`, every image (another data set: the run was trained on `{home}`)",
+            m.dataset
+        ),
+        None => format!("Data set `{}`", m.dataset),
+    };
     format!(
-        "Data set `{}`, pipeline `{}`, run `{}`; backbone weights `{}`{}; checkpoints written {}. \
+        "{scored}, pipeline `{}`, run `{}`; backbone weights `{}`{}; checkpoints written {}. \
          Test features: `{}`. The first row is the model `dfd-predict` uses (the mean P(fake) of \
          the scored folds). Fake is the positive class; predicted fake when P(fake) ≥ {}. \
          Intervals are seeded bootstrap 95% percentile intervals; mean ± std uses the sample std.",
-        m.dataset,
         m.pipeline,
         m.run_id,
         m.weights_identity.as_deref().unwrap_or("unknown"),
@@ -382,6 +392,7 @@ mod tests {
             checkpoint: "best".into(),
             threshold: 0.5,
             dataset: "faces".into(),
+            trained_on: None,
             test_features: "features/x".into(),
             weights_identity: Some("blake3:00ff".into()),
             pretrained: Some(true),

@@ -19,8 +19,13 @@ pub struct EvalMetrics {
     pub checkpoint: String,
     /// Decision threshold on P(fake) (predicted fake when `score >= threshold`).
     pub threshold: f64,
-    /// The data set whose test split was scored (`dataset.name`).
+    /// The data set whose test split was scored (`dataset.name`), or the other data set scored
+    /// whole (`dfd-evaluate --on`, see `trained_on`).
     pub dataset: String,
+    /// For an evaluation on another data set: the data set the run was trained on. Absent for
+    /// the run's own test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_on: Option<String>,
     /// The test feature directory that was scored.
     pub test_features: String,
     /// The backbone weights identity of those features (their `index.json`).

@@ -6,17 +6,13 @@
 //! writes `runs/<pipeline>/<run-id>/stages/extract.done`.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use dfd_extract::{extract_dir, peak_rss_bytes, stage, DirJob, FeatureSpec};
-use dfd_layout::backbone_key;
-use dfd_layout::cli::{exit, init_tracing, mark_done, progress, CommonArgs, SliceArgs};
+use dfd_extract::stage;
+use dfd_layout::cli::{exit, init_tracing, mark_done, CommonArgs, SliceArgs};
 use dfd_layout::config::DeviceSpec;
-use dfd_model::{
-    parse_device, resolve_weights, Arch, Backbone, DType, ResolvedWeights, WeightsSource,
-};
+use dfd_model::{resolve_weights, Arch, WeightsSource};
 use tracing::{info, warn};
 
 #[global_allocator]
@@ -74,83 +70,21 @@ fn run(args: &Args) -> Result<()> {
     if !source.is_pretrained() {
         warn!(weights = %source, "extracting with RANDOM backbone weights: these features are NOT pretrained");
     }
-    let spec = stage::feature_spec(&ctx.config, &weights)?;
-    let batch_size = args.batch_size.unwrap_or(x.batch_size).max(1);
+    let device = args.device.as_ref().unwrap_or(&x.device);
+    let batch_size = args.batch_size.unwrap_or(x.batch_size);
     let rebuild = args.common.command("dfd-preprocess", false);
-    let jobs = stage::plan_all(&ctx.data, &ctx.config, &spec, &rebuild)?
-        .into_iter()
-        .map(|plan| DirJob::open(plan, &args.slice))
-        .collect::<Result<Vec<_>>>()?;
-    let todo: usize = jobs.iter().map(DirJob::todo_rows).sum();
-
-    let seconds = if todo == 0 {
-        info!("nothing to do: every feature shard of this process is already written");
-        0.0
-    } else {
-        let device = args.device.as_ref().unwrap_or(&x.device);
-        compute(&jobs, &spec, &weights, device, batch_size, todo)?
-    };
-
-    let mut complete = true;
-    for job in &jobs {
-        complete &= job.finish(&spec)?;
-    }
-    let peak_rss_mib = peak_rss_bytes().map_or("n/a".into(), |b| {
-        format!("{:.1}", b as f64 / f64::from(1 << 20))
-    });
-    info!(
-        images = todo,
-        seconds = %format!("{seconds:.1}"),
-        img_per_s = %format!("{:.2}", todo as f64 / seconds.max(1e-9)),
-        %peak_rss_mib,
-        "extract finished"
-    );
-    if !complete {
+    let extracted = stage::extract(
+        &ctx.data,
+        &ctx.config,
+        &weights,
+        device,
+        batch_size,
+        &args.slice,
+        &rebuild,
+    )?;
+    if !extracted.complete {
         info!("this process's shards are written; the directories complete when the other --shard-index processes finish theirs");
         return Ok(());
     }
-    let directories: Vec<_> = jobs
-        .iter()
-        .map(|j| serde_json::json!({"dir": j.plan.output, "rows": j.plan.input.index().rows, "shards": j.plan.n_shards()}))
-        .collect();
-    let summary = serde_json::json!({
-        "backbone": backbone_key(x.arch, &weights.identity),
-        "meta": spec.meta(),
-        "directories": directories,
-        "images_computed": todo,
-        "seconds": seconds,
-    });
-    mark_done(&ctx.run, "extract", &summary).context("writing the extract stage marker")
-}
-
-/// Loads the backbone on `device` and fills every job's missing shards, with a progress bar.
-/// Returns the seconds spent extracting (reading, computing, writing; not loading the model).
-fn compute(
-    jobs: &[DirJob],
-    spec: &FeatureSpec,
-    weights: &ResolvedWeights,
-    device: &DeviceSpec,
-    batch_size: usize,
-    todo: usize,
-) -> Result<f64> {
-    let device = parse_device(device.as_str())?;
-    let backbone = Backbone::load(&spec.arch, weights, &device, DType::F32)
-        .with_context(|| format!("loading the {} backbone", spec.arch_name))?;
-    info!(
-        images = todo,
-        cut = %spec.cut,
-        dtype = %spec.dtype,
-        shape = %spec.row_shape().iter().map(ToString::to_string).collect::<Vec<_>>().join("x"),
-        batch_size,
-        "extracting features"
-    );
-    let started = Instant::now();
-    let bar = progress(todo as u64, "img");
-    for job in jobs.iter().filter(|j| !j.todo.is_empty()) {
-        bar.set_message(job.plan.output.display().to_string());
-        info!(dir = %job.plan.output.display(), to_write = job.todo.len(), of = job.plan.n_shards(), "feature shards");
-        extract_dir(job, spec, &backbone, &device, batch_size, &bar)?;
-    }
-    bar.finish_and_clear();
-    Ok(started.elapsed().as_secs_f64())
+    mark_done(&ctx.run, "extract", &extracted.summary).context("writing the extract stage marker")
 }

@@ -1,11 +1,17 @@
-//! The stage's reading of the pipeline config: which backbone, which directories.
+//! The stage: which backbone and which directories a pipeline config asks for, and filling them.
+
+use std::time::Instant;
 
 use anyhow::{Context, Result};
+use dfd_layout::cli::{progress, SliceArgs};
+use dfd_layout::config::DeviceSpec;
 use dfd_layout::{backbone_key, DataRoot, PipelineConfig, Split};
-use dfd_model::{Arch, Cut, ResolvedWeights};
+use dfd_model::{parse_device, Arch, Backbone, Cut, DType, ResolvedWeights};
+use tracing::info;
 
 use crate::dtype::FeatureDtype;
 use crate::plan::{DirPlan, FeatureSpec};
+use crate::run::{extract_dir, DirJob};
 
 /// The feature spec of `config.extract` at `config.preprocess.size`, with resolved `weights`.
 pub fn feature_spec(config: &PipelineConfig, weights: &ResolvedWeights) -> Result<FeatureSpec> {
@@ -24,9 +30,12 @@ pub fn feature_spec(config: &PipelineConfig, weights: &ResolvedWeights) -> Resul
 }
 
 /// The `(split, copy)` image directories the stage turns into features: train a0..aK
-/// (K = `preprocess.copies`) and test a0.
+/// (K = `preprocess.copies`) and test a0, or only test a0 for a data set evaluated whole
+/// ([`PipelineConfig::splits`]).
 pub fn directories(config: &PipelineConfig) -> Vec<(Split, u32)> {
+    let train = config.splits().contains(&Split::Train);
     (0..=config.preprocess.copies)
+        .filter(|_| train)
         .map(|k| (Split::Train, k))
         .chain([(Split::Test, 0)])
         .collect()
@@ -57,6 +66,99 @@ pub fn plan_all(
             )
         })
         .collect()
+}
+
+/// What [`extract`] did.
+pub struct Extracted {
+    /// The stage marker's summary: backbone, feature meta, directories, images, seconds.
+    pub summary: serde_json::Value,
+    /// True when every directory is complete (other `--shard-index` processes may still be
+    /// filling some).
+    pub complete: bool,
+}
+
+/// Fills every feature directory of `config` (those of [`directories`]) from the image shards,
+/// with the backbone `weights` on `device`, `batch_size` images per forward pass, doing the
+/// shards `slice` owns. `rebuild` is the command that makes the image shards again.
+pub fn extract(
+    data: &DataRoot,
+    config: &PipelineConfig,
+    weights: &ResolvedWeights,
+    device: &DeviceSpec,
+    batch_size: usize,
+    slice: &SliceArgs,
+    rebuild: &str,
+) -> Result<Extracted> {
+    let spec = feature_spec(config, weights)?;
+    let jobs = plan_all(data, config, &spec, rebuild)?
+        .into_iter()
+        .map(|plan| DirJob::open(plan, slice))
+        .collect::<Result<Vec<_>>>()?;
+    let todo: usize = jobs.iter().map(DirJob::todo_rows).sum();
+    let seconds = if todo == 0 {
+        info!("nothing to do: every feature shard of this process is already written");
+        0.0
+    } else {
+        compute(&jobs, &spec, weights, device, batch_size.max(1), todo)?
+    };
+    let mut complete = true;
+    for job in &jobs {
+        complete &= job.finish(&spec)?;
+    }
+    let peak_rss_mib = crate::peak_rss_bytes().map_or("n/a".into(), |b| {
+        format!("{:.1}", b as f64 / f64::from(1 << 20))
+    });
+    info!(
+        images = todo,
+        seconds = %format!("{seconds:.1}"),
+        img_per_s = %format!("{:.2}", todo as f64 / seconds.max(1e-9)),
+        %peak_rss_mib,
+        "extract finished"
+    );
+    let directories: Vec<_> = jobs
+        .iter()
+        .map(|j| serde_json::json!({"dir": j.plan.output, "rows": j.plan.input.index().rows, "shards": j.plan.n_shards()}))
+        .collect();
+    let summary = serde_json::json!({
+        "backbone": backbone_key(config.extract.arch, &weights.identity),
+        "meta": spec.meta(),
+        "directories": directories,
+        "images_computed": todo,
+        "seconds": seconds,
+    });
+    Ok(Extracted { summary, complete })
+}
+
+/// Loads the backbone on `device` and fills every job's missing shards, with a progress bar.
+/// Returns the seconds spent extracting (reading, computing, writing; not loading the model).
+fn compute(
+    jobs: &[DirJob],
+    spec: &FeatureSpec,
+    weights: &ResolvedWeights,
+    device: &DeviceSpec,
+    batch_size: usize,
+    todo: usize,
+) -> Result<f64> {
+    let device = parse_device(device.as_str())?;
+    let backbone = Backbone::load(&spec.arch, weights, &device, DType::F32)
+        .with_context(|| format!("loading the {} backbone", spec.arch_name))?;
+    info!(
+        images = todo,
+        cut = %spec.cut,
+        dtype = %spec.dtype,
+        shape = %spec.row_shape().iter().map(ToString::to_string).collect::<Vec<_>>().join("x"),
+        batch_size,
+        "extracting features"
+    );
+    let started = Instant::now();
+    let bar = progress(todo as u64, "img");
+    for job in jobs.iter().filter(|j| !j.todo.is_empty()) {
+        bar.set_message(job.plan.output.display().to_string());
+        info!(dir = %job.plan.output.display(), to_write = job.todo.len(), of = job.plan.n_shards(), "feature shards");
+        extract_dir(job, spec, &backbone, &device, batch_size, &bar)?;
+    }
+    bar.finish_and_clear();
+    Ok(started.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]

@@ -249,10 +249,11 @@ pub fn mark_done(run: &RunDir, stage: &str, summary: &serde_json::Value) -> Resu
     crate::atomic::write_json_atomic(&run.stage_marker(stage), summary)
 }
 
-/// True when the stage's marker exists and records `inputs` (a hash of everything the stage's
-/// outputs depend on) under the key `"inputs"`: the outputs are up to date.
-pub fn done_with(run: &RunDir, stage: &str, inputs: &str) -> bool {
-    crate::atomic::read_json::<serde_json::Value>(&run.stage_marker(stage))
+/// True when the completion marker at `marker` (a stage marker, or another marker of the
+/// layout such as [`crate::paths::EVAL_ON_MARKER`]) exists and records `inputs` (a hash of
+/// everything the outputs depend on) under the key `"inputs"`: the outputs are up to date.
+pub fn marker_records(marker: &std::path::Path, inputs: &str) -> bool {
+    crate::atomic::read_json::<serde_json::Value>(marker)
         .is_ok_and(|m| m.get("inputs").and_then(|v| v.as_str()) == Some(inputs))
 }
 

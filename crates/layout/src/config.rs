@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::paths::Split;
+
 mod values;
 
 pub use values::{
@@ -371,6 +373,17 @@ impl PipelineConfig {
     /// The fully resolved config as TOML (every default written out).
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string_pretty(self).context("serialising the pipeline config")
+    }
+
+    /// The splits this config prepares: both, or only `test` for a data set evaluated whole
+    /// (`split.test_fraction = 1`, which only [`crate::other_dataset`] sets: a pipeline file must
+    /// keep it below 1).
+    pub fn splits(&self) -> &'static [Split] {
+        if self.split.test_fraction >= 1.0 {
+            &[Split::Test]
+        } else {
+            &[Split::Test, Split::Train]
+        }
     }
 
     /// Checks values that types alone cannot.

@@ -7,7 +7,8 @@
 //! ([`process`]), content hashes ([`hash`]), seeded random streams ([`rng`]), the training log
 //! ([`runlog`]), the pipeline config shared by every stage ([`config`]), a run's pinned config
 //! ([`pin`]) and the command-line plumbing they share ([`cli`]).
-//! The folder walk of the stages' inputs is [`walk`]; file names as text are [`names`].
+//! The folder walk of the stages' inputs is [`walk`]; file names as text are [`names`]; another
+//! data set evaluated whole by a run is [`other_dataset`].
 //! It knows nothing of images or models.
 
 pub mod atomic;
@@ -18,6 +19,7 @@ pub mod hash;
 pub mod lock;
 pub mod manifest;
 pub mod names;
+pub mod other_dataset;
 pub mod paths;
 pub mod pin;
 pub mod process;

@@ -11,7 +11,9 @@
 //! <data>/runs/<pipeline>/<run-id>/fold<k>/metrics.jsonl      training log, one JSON object per line
 //! <data>/runs/<pipeline>/<run-id>/fold<k>/checkpoints/<tag>/ model.safetensors, head.json, optimizer.safetensors, state.json
 //! <data>/runs/<pipeline>/<run-id>/eval/                      metrics.json, *.png, report.md, report.html
-//! <data>/runs/<pipeline>/<run-id>/eval/<dataset>/metrics.json   an evaluation on another data set
+//! <data>/runs/<pipeline>/<run-id>/eval/<dataset>/            an evaluation on another data set (dfd-evaluate --on):
+//!                                                            the same files, and evaluate.done
+//! <data>/prepared/<dataset>@all/, <data>/features/<dataset>@all/   that data set, whole, as a test split
 //! <data>/runs/comparison.{md,html,csv}                     every evaluated run side by side (dfd-compare)
 //! ```
 //! Every shard directory also holds `index.json` once complete, and `shard-NNNNN.json` sidecars
@@ -133,8 +135,14 @@ pub fn backbone_key(arch: impl AsRef<str>, identity: impl AsRef<str>) -> String 
     } else {
         identity.to_string()
     };
-    let tag: String = tag
-        .chars()
+    let tag = path_safe(&tag);
+    format!("{arch}@{tag}")
+}
+
+/// `name` with every character other than ASCII letters, digits, `.`, `_` and `-` replaced by
+/// `-`, so that it can name a directory.
+pub fn path_safe(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-".contains(c) {
                 c
@@ -142,8 +150,7 @@ pub fn backbone_key(arch: impl AsRef<str>, identity: impl AsRef<str>) -> String 
                 '-'
             }
         })
-        .collect();
-    format!("{arch}@{tag}")
+        .collect()
 }
 
 /// One training run: `runs/<pipeline>/<run-id>`.
@@ -207,6 +214,12 @@ impl RunDir {
     pub fn eval(&self) -> PathBuf {
         self.path.join("eval")
     }
+
+    /// `eval/<dataset>/`: the outputs of evaluating another data set (`dfd-evaluate --on`), the
+    /// same files as [`RunDir::eval`]'s plus their completion marker [`EVAL_ON_MARKER`].
+    pub fn eval_on(&self, dataset: &str) -> PathBuf {
+        self.eval().join(dataset)
+    }
 }
 
 /// One fold of a run: `fold<k>/`.
@@ -236,6 +249,10 @@ impl FoldDir {
         self.path.join("complete.json")
     }
 }
+
+/// The completion marker of an evaluation on another data set, inside its `eval/<dataset>/`
+/// (the run's `stages/` are left alone): JSON with the hash of its inputs under `"inputs"`.
+pub const EVAL_ON_MARKER: &str = "evaluate.done";
 
 /// Weights of a checkpoint (every variable of the head's VarMap, running stats included).
 pub const CHECKPOINT_WEIGHTS: &str = "model.safetensors";

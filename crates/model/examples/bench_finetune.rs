@@ -68,12 +68,14 @@ fn main() -> anyhow::Result<()> {
     let labels: Vec<u32> = (0..args.batch as u32).map(|i| i % 2).collect();
     let labels = Tensor::new(labels.as_slice(), &device)?;
 
+    let mut rng = rand::rng();
     // One step: (forward seconds, backward + update seconds).
     let mut step = || -> candle_core::Result<(f64, f64)> {
         let start = Instant::now();
-        let loss = cross_entropy(&head.forward_t(&x, true)?, &labels)?;
+        let pass = head.forward_train(&x, &mut rng)?;
+        let loss = cross_entropy(&pass.logits, &labels)?;
         let forward = start.elapsed().as_secs_f64();
-        opt.backward_step(&loss)?;
+        opt.step(&pass.backward(&loss)?)?;
         Ok((forward, start.elapsed().as_secs_f64() - forward))
     };
     step().context("warm-up step")?;

@@ -157,27 +157,21 @@ impl Head {
         &self.spec
     }
 
-    /// P(fake) of each row of `x` in eval mode: [`crate::p_fake`] of the logits (the one place
-    /// that turns logits into scores, with its finite check).
+    /// P(fake) of each row of `x` in eval mode: [`crate::p_fake`] of [`Head::forward`]'s logits
+    /// (the one place that turns logits into scores, with its finite check).
     pub fn p_fake(&self, x: &Tensor) -> candle_core::Result<Vec<crate::Score>> {
-        crate::p_fake(&self.forward_t(x, false)?)
+        crate::p_fake(&self.forward(x)?)
     }
 
-    /// Logits N×2. Dropout (and BN train mode for `FinetuneLayer4`) only when `train`; dropout
-    /// masks come from the thread RNG, so use [`Head::forward_t_with`] for reproducible training.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_t_with(x, train, &mut rand::rng())
+    /// Logits N×2 in eval mode: no dropout, BatchNorm with its running statistics.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.logits(x, false, &mut rand::rng())
     }
 
-    /// Logits N×2, drawing dropout masks (on the CPU) from `rng`: reproducible for a seeded
-    /// RNG. In train mode `FinetuneLayer4` normalises with batch statistics and updates its
+    /// Logits N×2 through candle's graph, drawing dropout masks (on the CPU) from `rng` when
+    /// `train`. In train mode `FinetuneLayer4` normalises with batch statistics and updates its
     /// running statistics in place (momentum 0.1, unbiased variance), as PyTorch does.
-    pub fn forward_t_with(
-        &self,
-        x: &Tensor,
-        train: bool,
-        rng: &mut impl Rng,
-    ) -> candle_core::Result<Tensor> {
+    fn logits(&self, x: &Tensor, train: bool, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
         let p = if train { self.spec.dropout() } else { 0.0 };
         match &self.body {
             Body::Classifier(layers) => {
@@ -201,14 +195,15 @@ impl Head {
         }
     }
 
-    /// The train-mode [`Head::forward_t_with`], for one optimiser step: the logits, and
-    /// [`TrainForward::backward`] for the gradients.
+    /// The train-mode forward for one optimiser step: the logits (dropout masks drawn from `rng`,
+    /// reproducible for a seeded RNG), and [`TrainForward::backward`] for the gradients.
     ///
     /// On the CPU in f32, `FinetuneLayer4` runs layer4 outside candle's graph: its forward keeps
     /// what the backward needs and `backward` computes layer4's gradients itself (the same values
     /// up to the order of float sums, without the zeroed buffer and extra pass candle's autograd
-    /// spends on every node). Other heads and devices build candle's graph as `forward_t_with`
-    /// does. The dropout mask is drawn from `rng` exactly as `forward_t_with` draws it.
+    /// spends on every node). Other heads, devices and dtypes, and any head inside
+    /// [`dfd_ops::fallback::with_fallbacks`], build candle's graph instead; the dropout mask is
+    /// drawn from `rng` the same way on both paths.
     pub fn forward_train(
         &self,
         x: &Tensor,
@@ -233,7 +228,7 @@ impl Head {
             }
         }
         Ok(TrainForward {
-            logits: self.forward_t_with(x, true, rng)?,
+            logits: self.logits(x, true, rng)?,
             layer4: None,
         })
     }

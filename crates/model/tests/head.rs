@@ -87,15 +87,11 @@ fn mlp_head_names_shapes_and_seeded_init() {
     assert_eq!(head.trainable_vars().len(), 6);
 
     let x = ramp(&[3, 3, 4, 4]); // flattened to 48 features
-    let logits = head.forward_t(&x, false).unwrap();
+    let logits = head.forward(&x).unwrap();
     assert_eq!(logits.dims(), [3, 2]);
     let (again, _) = new_head(&spec, 11);
     assert_eq!(
-        again
-            .forward_t(&x, false)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap(),
+        again.forward(&x).unwrap().to_vec2::<f32>().unwrap(),
         logits.to_vec2::<f32>().unwrap()
     );
     // PyTorch's default bound 1/sqrt(fan_in).
@@ -115,21 +111,17 @@ fn dropout_is_reproducible_from_the_callers_rng_and_only_in_train() {
     let (head, _) = new_head(&spec, 1);
     let x = ramp(&[4, 64]);
     let run = |seed| {
-        head.forward_t_with(&x, true, &mut ChaCha8Rng::seed_from_u64(seed))
+        head.forward_train(&x, &mut ChaCha8Rng::seed_from_u64(seed))
             .unwrap()
+            .logits
             .to_vec2::<f32>()
             .unwrap()
     };
     assert_eq!(run(5), run(5));
     assert_ne!(run(5), run(6));
-    let eval = head.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
-    assert_eq!(
-        eval,
-        head.forward_t_with(&x, false, &mut ChaCha8Rng::seed_from_u64(5))
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap()
-    );
+    let eval = head.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(eval, head.forward(&x).unwrap().to_vec2::<f32>().unwrap());
+    assert_ne!(eval, run(5), "dropout only in training");
 
     let ones = Tensor::ones((100, 100), DType::F32, &Device::Cpu).unwrap();
     let dropped = dfd_model::dropout(&ones, 0.25, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
@@ -165,7 +157,7 @@ fn finetune_head_from_random_layer4_matches_backbone_and_checkpoints_round_trip(
         Some(vars["fc.bias"].as_tensor().clone()),
     );
     let expected = fc.forward(&pooled).unwrap();
-    let logits = head.forward_t(&maps, false).unwrap();
+    let logits = head.forward(&maps).unwrap();
     let diff = (&logits - &expected)
         .unwrap()
         .abs()
@@ -181,7 +173,7 @@ fn finetune_head_from_random_layer4_matches_backbone_and_checkpoints_round_trip(
         .as_tensor()
         .to_vec1::<f32>()
         .unwrap();
-    head.forward_t_with(&maps, true, &mut ChaCha8Rng::seed_from_u64(0))
+    head.forward_train(&maps, &mut ChaCha8Rng::seed_from_u64(0))
         .unwrap();
     let after = vars["layer4.0.bn1.running_mean"]
         .as_tensor()
@@ -197,7 +189,7 @@ fn finetune_head_from_random_layer4_matches_backbone_and_checkpoints_round_trip(
         .to_vec1::<f32>()
         .unwrap();
     assert_eq!(stats, after);
-    let eval = |h: &Head| h.forward_t(&maps, false).unwrap().to_vec2::<f32>().unwrap();
+    let eval = |h: &Head| h.forward(&maps).unwrap().to_vec2::<f32>().unwrap();
     assert_eq!(eval(&loaded), eval(&head));
 }
 
@@ -295,8 +287,13 @@ fn forward_train_matches_the_graph_in_logits_gradients_and_running_statistics() 
     let loss = |logits: &Tensor| candle_nn::loss::cross_entropy(logits, &labels).unwrap();
 
     let rng = || ChaCha8Rng::seed_from_u64(1);
-    let expected_logits = graph.forward_t_with(&maps, true, &mut rng()).unwrap();
-    let expected = loss(&expected_logits).backward().unwrap();
+    // The reference is the path other devices take: candle's graph, fast CPU ops switched off.
+    let (expected_logits, expected) = dfd_ops::fallback::with_fallbacks(|| {
+        let forward = graph.forward_train(&maps, &mut rng()).unwrap();
+        let logits = forward.logits.clone();
+        let grads = forward.backward(&loss(&logits)).unwrap();
+        (logits, grads)
+    });
     let forward = taped.forward_train(&maps, &mut rng()).unwrap();
     let logits = forward.logits.clone();
     let grads = forward.backward(&loss(&logits)).unwrap();

@@ -12,6 +12,9 @@
 //! ([`batch_norm_train`], [`add_relu`], [`linear`]): candle builds them from many whole-tensor ops and
 //! reductions, which cost more than the convolutions of a fine-tune step.
 //!
+//! [`fallback::with_fallbacks`] switches the fast paths off on a thread, so tests cover the
+//! candle fallbacks other devices run.
+//!
 //! [`with_f32`] and [`update_f32`] read tensors and update variables in place on the host without
 //! copies where candle's storage allows it (the optimiser's path).
 
@@ -20,6 +23,7 @@ mod buffers;
 mod channels_major;
 mod columns;
 pub mod cpu;
+pub mod fallback;
 mod geometry;
 mod host;
 mod kernels;

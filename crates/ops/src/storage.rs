@@ -6,9 +6,10 @@ use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
 /// Whether every tensor is f32 on the CPU: the only case the custom kernels handle (anything else
 /// runs candle's own ops).
 pub fn all_cpu_f32(tensors: &[&Tensor]) -> bool {
-    tensors
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    !crate::fallback::forced()
+        && tensors
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// The contiguous f32 values of `layout` in `storage`, which must hold exactly `len` of them;

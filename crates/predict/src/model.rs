@@ -344,7 +344,7 @@ impl Predictor {
                     .iter()
                     .map(|h| {
                         gradcam::explain(&maps, |a| {
-                            h.forward_t(&if pooled { a.mean((2, 3))? } else { a.clone() }, false)
+                            h.forward(&if pooled { a.mean((2, 3))? } else { a.clone() })
                         })
                     })
                     .collect::<candle_core::Result<_>>()?
@@ -565,12 +565,7 @@ mod tests {
         let per_head: Vec<Vec<f32>> = heads
             .iter()
             .map(|h| {
-                let logits = h
-                    .head
-                    .forward_t(&pooled, false)
-                    .unwrap()
-                    .to_vec2::<f32>()
-                    .unwrap();
+                let logits = h.head.forward(&pooled).unwrap().to_vec2::<f32>().unwrap();
                 logits
                     .iter()
                     .map(|l| 1.0 / (1.0 + (l[0] - l[1]).exp()))
@@ -601,7 +596,7 @@ mod tests {
         let layer3 = backbone(7).forward_to(&x, Cut::Layer3).unwrap();
         let logits = loaded
             .head
-            .forward_t(&layer3, false)
+            .forward(&layer3)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();

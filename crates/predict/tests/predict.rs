@@ -34,11 +34,7 @@ fn reference_scores(files: &[PathBuf], checkpoint: &Path) -> Vec<f32> {
                 Tensor::from_vec(chw, (1, 3, SIZE as usize, SIZE as usize), &Device::Cpu).unwrap();
             let x = imagenet_normalize(&x, DType::F32).unwrap();
             let pooled = backbone.forward_to(&x, Cut::Pooled).unwrap();
-            let logits = head
-                .forward_t(&pooled, false)
-                .unwrap()
-                .to_vec2::<f32>()
-                .unwrap();
+            let logits = head.forward(&pooled).unwrap().to_vec2::<f32>().unwrap();
             1.0 / (1.0 + (logits[0][0] - logits[0][1]).exp())
         })
         .collect()

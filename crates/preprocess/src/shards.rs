@@ -64,9 +64,10 @@ pub fn plan<'a>(
     let size = pre.size;
     let row_bytes = 3 * u64::from(size) * u64::from(size) + 1 + 4;
     let rps = rows_per_shard(row_bytes, pre.shard_bytes.saturating_sub(HEADER_ALLOWANCE));
-    [Split::Test, Split::Train]
-        .into_iter()
-        .map(|split| {
+    config
+        .splits()
+        .iter()
+        .map(|&split| {
             let rows: Vec<&ManifestRow> = rows.iter().filter(|r| r.split == split).collect();
             let copies = if split == Split::Train { pre.copies } else { 0 };
             let n_shards = rows.len().div_ceil(rps);

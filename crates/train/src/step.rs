@@ -130,9 +130,7 @@ pub fn validate(
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(batch_size) {
         let (x, y) = set.batch(chunk, device)?;
-        let logits = head
-            .forward_t(&x, false)
-            .context("validation forward pass")?;
+        let logits = head.forward(&x).context("validation forward pass")?;
         let n = chunk.len() as f64;
         nll_sum += n * f64::from(cross_entropy(&logits, &y, None)?.to_scalar::<f32>()?);
         for (i, score) in dfd_model::p_fake(&logits)

@@ -56,7 +56,7 @@ fn check_val_eer_threshold(data: &std::path::Path, pipeline: &str, fold: u8) {
     let (x, _) = val
         .batch(&(0..val.len()).collect::<Vec<_>>(), &Device::Cpu)
         .unwrap();
-    let logits = head.forward_t(&x, false).unwrap();
+    let logits = head.forward(&x).unwrap();
     let scores: Vec<f64> = dfd_model::p_fake(&logits)
         .unwrap()
         .into_iter()
