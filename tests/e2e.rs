@@ -62,6 +62,16 @@ impl Env {
         self.run(name, &args)
     }
 
+    /// `dfd-demo-data` into `out`: `count` images of `size` px drawn from `seed`.
+    fn demo_data(&self, out: &Path, count: u32, size: u32, seed: u64) {
+        let (count, size, seed) = (count.to_string(), size.to_string(), seed.to_string());
+        let out = out.to_str().unwrap();
+        let args = [
+            "--out", out, "--count", &count, "--size", &size, "--seed", &seed,
+        ];
+        self.run("dfd-demo-data", &args);
+    }
+
     /// `dfd-evaluate --on <on>` for the pipeline's run.
     fn evaluate_on(&self, on: &Path) {
         let args = [
@@ -189,19 +199,7 @@ fn whole_chain_then_nothing_redone() {
 
     // A user's folder: generated faces plus one corrupt file that must become a reject.
     let raw = data.join("raw/tiny");
-    env.run(
-        "dfd-demo-data",
-        &[
-            "--out",
-            raw.to_str().unwrap(),
-            "--count",
-            "40",
-            "--size",
-            "48",
-            "--seed",
-            "3",
-        ],
-    );
+    env.demo_data(&raw, 40, 48, 3);
     std::fs::write(
         raw.join("real/broken.jpg"),
         b"\xff\xd8\xff\xe0 not really a jpeg",
@@ -352,33 +350,9 @@ fn whole_chain_then_nothing_redone() {
 
     // Another data set, in both forms of --on: a folder, and a pipeline file's [dataset].
     let other = tmp.join("other faces");
-    env.run(
-        "dfd-demo-data",
-        &[
-            "--out",
-            other.to_str().unwrap(),
-            "--count",
-            "12",
-            "--size",
-            "48",
-            "--seed",
-            "11",
-        ],
-    );
+    env.demo_data(&other, 12, 48, 11);
     let second = data.join("raw/second");
-    env.run(
-        "dfd-demo-data",
-        &[
-            "--out",
-            second.to_str().unwrap(),
-            "--count",
-            "10",
-            "--size",
-            "40",
-            "--seed",
-            "12",
-        ],
-    );
+    env.demo_data(&second, 10, 40, 12);
     let second_pipeline = tmp.join("second.toml");
     std::fs::write(
         &second_pipeline,

@@ -99,14 +99,7 @@ impl Target {
         Self {
             dataset: name.clone(),
             trained_on: None,
-            test_dir: ctx.data.features(
-                name,
-                backbone,
-                cfg.preprocess.size,
-                cfg.extract.cut,
-                Split::Test,
-                0,
-            ),
+            test_dir: test_features(ctx, cfg, name, backbone),
             manifest: ctx.data.manifest(name),
             rebuild: common.command("dfd-extract", false),
             out_dir: ctx.run.eval(),
@@ -162,20 +155,25 @@ impl Target {
         Ok(Self {
             dataset: other.name.clone(),
             trained_on: Some(cfg.dataset.name.clone()),
-            test_dir: ctx.data.features(
-                name,
-                backbone,
-                cfg.preprocess.size,
-                cfg.extract.cut,
-                Split::Test,
-                0,
-            ),
+            test_dir: test_features(ctx, cfg, name, backbone),
             manifest: ctx.data.manifest(name),
             rebuild,
             marker: out_dir.join(EVAL_ON_MARKER),
             out_dir,
         })
     }
+}
+
+/// The test feature directory of `dataset` under `backbone` at the run's size and cut.
+fn test_features(
+    ctx: &StageContext,
+    cfg: &PipelineConfig,
+    dataset: &str,
+    backbone: &str,
+) -> PathBuf {
+    let (size, cut) = (cfg.preprocess.size, cfg.extract.cut);
+    ctx.data
+        .features(dataset, backbone, size, cut, Split::Test, 0)
 }
 
 /// The backbone weights of the run's `extract.weights` (relative paths against `data_root`).
