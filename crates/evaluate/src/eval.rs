@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use dfd_layout::atomic::write_json_atomic;
 use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS};
-use dfd_layout::cli::{marker_records, progress, CommonArgs, Context as StageContext, SliceArgs};
+use dfd_layout::cli::{
+    marker_records, progress, CommonArgs, Context as StageContext, DeviceArg, SliceArgs,
+};
 use dfd_layout::config::PipelineConfig;
 use dfd_layout::manifest::{read_manifest, ManifestRow};
 use dfd_layout::other_dataset::OtherDataset;
@@ -144,7 +146,6 @@ impl Target {
             &ctx.data,
             &other.config,
             &weights,
-            &cfg.extract.device,
             cfg.extract.batch_size,
             &whole,
             &rebuild,
@@ -193,16 +194,18 @@ pub fn run(
     common: &CommonArgs,
     checkpoint: Option<&str>,
     on: Option<&Path>,
+    device: &DeviceArg,
 ) -> Result<()> {
     let run = &ctx.run;
     let run_id = &common.run_id;
     // The run's own resolved config decides which features its heads expect.
-    let cfg = PipelineConfig::load(&run.config()).with_context(|| {
+    let mut cfg = PipelineConfig::load(&run.config()).with_context(|| {
         format!(
             "reading the run config {} (train this run first)",
             run.config().display()
         )
     })?;
+    device.apply(&mut cfg);
     let checkpoint = checkpoint.unwrap_or(&cfg.evaluate.checkpoint).to_string();
     let folds = run
         .trained_folds()

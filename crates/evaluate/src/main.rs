@@ -19,6 +19,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: dfd_layout::cli::CommonArgs,
+    #[command(flatten)]
+    device: dfd_layout::cli::DeviceArg,
     /// Checkpoint to score in every fold (`best`, `last`, …); defaults to `evaluate.checkpoint`.
     #[arg(long)]
     checkpoint: Option<String>,
@@ -42,5 +44,6 @@ fn run(args: &Args) -> Result<()> {
         &args.common,
         args.checkpoint.as_deref(),
         args.on.as_deref(),
+        &args.device,
     )
 }

@@ -10,8 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use dfd_extract::stage;
-use dfd_layout::cli::{exit, init_tracing, mark_done, CommonArgs, SliceArgs};
-use dfd_layout::config::DeviceSpec;
+use dfd_layout::cli::{exit, init_tracing, mark_done, CommonArgs, DeviceArg, SliceArgs};
 use dfd_model::{resolve_weights, Arch, WeightsSource};
 use tracing::{info, warn};
 
@@ -26,10 +25,8 @@ struct Args {
     common: CommonArgs,
     #[command(flatten)]
     slice: SliceArgs,
-    /// Device of the backbone, `cpu` or `cuda:N` (needs a build with the `cuda` feature);
-    /// overrides `extract.device`.
-    #[arg(long)]
-    device: Option<DeviceSpec>,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Images per forward pass; overrides `extract.batch_size`. It does not change the bytes
     /// written, so a resumed run may use another one.
     #[arg(long)]
@@ -50,7 +47,8 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<()> {
     args.slice.validate()?;
-    let ctx = args.common.load()?;
+    let mut ctx = args.common.load()?;
+    args.device.apply(&mut ctx.config);
     let x = &ctx.config.extract;
     let source = WeightsSource::from_config(x.weights.as_str(), &args.common.data_dir)?;
     let arch: Arch = x.arch.as_str().parse().context("reading extract.arch")?;
@@ -70,14 +68,12 @@ fn run(args: &Args) -> Result<()> {
     if !source.is_pretrained() {
         warn!(weights = %source, "extracting with RANDOM backbone weights: these features are NOT pretrained");
     }
-    let device = args.device.as_ref().unwrap_or(&x.device);
     let batch_size = args.batch_size.unwrap_or(x.batch_size);
     let rebuild = args.common.command("dfd-preprocess", false);
     let extracted = stage::extract(
         &ctx.data,
         &ctx.config,
         &weights,
-        device,
         batch_size,
         &args.slice,
         &rebuild,

@@ -5,7 +5,7 @@
 //! is the number of feature rows that fit in `preprocess.shard_bytes`. The directory's
 //! `input_hash` covers everything that determines the bytes: the input index (its hash and every
 //! shard checksum), the weights identity, the architecture, the cut, the image size, the storage
-//! dtype and `R`. The batch size is not in it: eval-mode inference gives every image the same
+//! dtype, `R` and the device class when it is not `cpu`, so CPU and GPU shards never mix. The batch size is not in it: eval-mode inference gives every image the same
 //! features whatever batch it is in.
 
 use std::ops::Range;
@@ -34,6 +34,9 @@ pub struct FeatureSpec {
     /// Side of the square input images, in pixels.
     pub size: usize,
     pub dtype: FeatureDtype,
+    /// The class of device that computes the features (`cpu`, `cuda`): CPU and GPU sums differ
+    /// in their last bits, so it is part of a directory's hash (when not `cpu`) and meta.
+    pub device_class: &'static str,
 }
 
 impl FeatureSpec {
@@ -68,6 +71,7 @@ impl FeatureSpec {
             "dtype": self.dtype,
             "feature_shape": self.row_shape(),
             "normalisation": "imagenet",
+            "device": self.device_class,
         })
     }
 }
@@ -84,6 +88,13 @@ struct HashedInputs<'a> {
     size: usize,
     dtype: FeatureDtype,
     rows_per_shard: usize,
+    /// Left out for `cpu`, so directories made before the device entered the hash keep theirs.
+    #[serde(skip_serializing_if = "is_cpu")]
+    device: &'static str,
+}
+
+fn is_cpu(class: &&str) -> bool {
+    *class == "cpu"
 }
 
 /// One input image directory and the feature directory made from it.
@@ -122,6 +133,7 @@ impl DirPlan {
             size: spec.size,
             dtype: spec.dtype,
             rows_per_shard,
+            device: spec.device_class,
         });
         Ok(Self {
             input,

@@ -26,6 +26,11 @@ pub fn feature_spec(config: &PipelineConfig, weights: &ResolvedWeights) -> Resul
         cut,
         size: config.preprocess.size as usize,
         dtype: FeatureDtype::resolve(x.dtype, cut),
+        device_class: if x.device.as_str().starts_with("cuda") {
+            "cuda"
+        } else {
+            "cpu"
+        },
     })
 }
 
@@ -78,13 +83,12 @@ pub struct Extracted {
 }
 
 /// Fills every feature directory of `config` (those of [`directories`]) from the image shards,
-/// with the backbone `weights` on `device`, `batch_size` images per forward pass, doing the
-/// shards `slice` owns. `rebuild` is the command that makes the image shards again.
+/// with the backbone `weights` on `extract.device`, `batch_size` images per forward pass, doing
+/// the shards `slice` owns. `rebuild` is the command that makes the image shards again.
 pub fn extract(
     data: &DataRoot,
     config: &PipelineConfig,
     weights: &ResolvedWeights,
-    device: &DeviceSpec,
     batch_size: usize,
     slice: &SliceArgs,
     rebuild: &str,
@@ -99,6 +103,7 @@ pub fn extract(
         info!("nothing to do: every feature shard of this process is already written");
         0.0
     } else {
+        let device = &config.extract.device;
         compute(&jobs, &spec, weights, device, batch_size.max(1), todo)?
     };
     let mut complete = true;

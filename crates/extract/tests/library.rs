@@ -42,6 +42,7 @@ fn spec(seed: u64, cut: Cut, dtype: FeatureDtype) -> FeatureSpec {
         cut,
         size: SIZE,
         dtype,
+        device_class: "cpu",
     }
 }
 
@@ -173,6 +174,15 @@ fn other_inputs_or_weights_are_refused() {
     // Other weights.
     let other = spec(2, Cut::Pooled, FeatureDtype::F32);
     let plan = DirPlan::new(&input, &output, &other, shard_bytes, "dfd-preprocess").unwrap();
+    let err = format!("{:#}", DirJob::open(plan, &slice).err().unwrap());
+    assert!(err.contains("other inputs"), "{err}");
+
+    // The same features computed on a GPU: never mixed with the CPU's.
+    let on_gpu = FeatureSpec {
+        device_class: "cuda",
+        ..first.clone()
+    };
+    let plan = DirPlan::new(&input, &output, &on_gpu, shard_bytes, "dfd-preprocess").unwrap();
     let err = format!("{:#}", DirJob::open(plan, &slice).err().unwrap());
     assert!(err.contains("other inputs"), "{err}");
 

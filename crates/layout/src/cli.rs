@@ -9,7 +9,7 @@ use anyhow::{ensure, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::atomic::{is_disk_full, DiskFull};
-use crate::config::{pipeline_name, PipelineConfig};
+use crate::config::{pipeline_name, DeviceSpec, PipelineConfig};
 use crate::paths::{DataRoot, RunDir};
 
 /// Flags of every stage: which pipeline, where the data lives, which run.
@@ -65,6 +65,28 @@ impl CommonArgs {
             line.push_str(&format!(" --run-id {}", self.run_id));
         }
         line
+    }
+}
+
+/// `--device`, for the stages that run the model (extract, train, evaluate, predict): one rule for
+/// all of them. It overrides `extract.device` of the pipeline (or of the run's pinned config); the
+/// device is not part of the pinned-config comparison ([`PipelineConfig::settings`]), so a run
+/// may be resumed or evaluated on another device, while feature directories record the device
+/// class that computed them.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DeviceArg {
+    /// Device of the model: `cpu`, `cuda` or `cuda:N` (needs a build with the `cuda` feature);
+    /// overrides `extract.device`.
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
+}
+
+impl DeviceArg {
+    /// `config` with `extract.device` replaced by `--device` when given.
+    pub fn apply(&self, config: &mut PipelineConfig) {
+        if let Some(device) = &self.device {
+            config.extract.device = device.clone();
+        }
     }
 }
 

@@ -436,11 +436,16 @@ impl PipelineConfig {
         Ok(())
     }
 
-    /// This config with the documentation-only `[study]` section cleared: what two configs must
-    /// share to describe the same experiment.
+    /// This config with the documentation-only `[study]` section cleared and `extract.device` at
+    /// its default: what two configs must share to describe the same experiment. (Which device
+    /// computes is not part of it: `--device` may differ between runs of the same experiment.)
     pub fn settings(&self) -> Self {
         Self {
             study: StudyConfig::default(),
+            extract: ExtractConfig {
+                device: DeviceSpec::default(),
+                ..self.extract.clone()
+            },
             ..self.clone()
         }
     }

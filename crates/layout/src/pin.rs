@@ -160,6 +160,17 @@ mod tests {
     }
 
     #[test]
+    fn another_device_is_the_same_experiment() {
+        let (_tmp, run) = run_dir();
+        let cfg = PipelineConfig::default();
+        run.pin_config(&cfg).unwrap();
+        let mut on_gpu = cfg.clone();
+        on_gpu.extract.device = "cuda:1".parse().unwrap();
+        assert_eq!(run.pin_config(&on_gpu).unwrap(), Pinned::Repinned);
+        assert_eq!(on_gpu.settings(), cfg.settings());
+    }
+
+    #[test]
     fn an_unreadable_pin_is_refused_with_the_way_out() {
         let (_tmp, run) = run_dir();
         write_atomic(&run.config(), b"[train]\noptimizer = \"sgd\"\n").unwrap();

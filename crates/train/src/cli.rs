@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use dfd_layout::cli::CommonArgs;
+use dfd_layout::cli::{CommonArgs, DeviceArg};
 use dfd_layout::config::{AllFolds, FoldChoice};
 
 /// Train a head (or fine-tune layer4) on cached feature shards.
@@ -17,6 +17,8 @@ use dfd_layout::config::{AllFolds, FoldChoice};
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// Validate on this fold and train on the others (overrides `train.fold`).
     #[arg(long, conflicts_with = "folds")]
     pub fold: Option<u8>,

@@ -35,6 +35,7 @@ pub struct CvSummary {
 pub fn run(cli: &Cli) -> Result<()> {
     let ctx = cli.common.load()?;
     let mut cfg = ctx.config;
+    cli.device.apply(&mut cfg);
     if let Some(choice) = cli.fold_override() {
         cfg.train.fold = choice;
         cfg.validate().context("the --fold/--folds override")?;
