@@ -14,7 +14,9 @@
   python3 scripts/bench_torch.py extract --size 224 --cut pooled --batch 32 --images 128
   python3 scripts/bench_torch.py train --head finetune --batch 64 --map 14 --steps 5
 
-Threads default to 2 (`--threads`), like the Rust side on the reference machine.
+Threads default to 2 (`--threads`), like the Rust side on the reference machine. `--device cuda`
+runs on the GPU (TF32 as PyTorch's defaults have it; every timing synchronises first), with the
+same stored output; scripts/gpu-check.sh uses it next to dfd-gpu-check.
 """
 
 import argparse
@@ -44,8 +46,15 @@ def forward_to(model, x, cut):
     return torch.flatten(model.avgpool(x), 1)
 
 
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bench_extract(args):
-    model = torchvision.models.resnext50_32x4d(weights=None).eval()
+    device = torch.device(args.device)
+    model = torchvision.models.resnext50_32x4d(weights=None).eval().to(device)
+    mean, std = MEAN.to(device), STD.to(device)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.images, 3, args.size, args.size), dtype=np.uint8)
     store = np.float32 if args.cut == "pooled" else np.float16
@@ -53,9 +62,9 @@ def bench_extract(args):
     features = []
     with torch.inference_mode():
         for i in range(0, args.images, args.batch):
-            x = torch.from_numpy(images[i : i + args.batch]).float().div_(255.0)
-            x = (x - MEAN) / STD
-            features.append(forward_to(model, x, args.cut).numpy().astype(store))
+            x = torch.from_numpy(images[i : i + args.batch]).to(device).float().div_(255.0)
+            x = (x - mean) / std
+            features.append(forward_to(model, x, args.cut).cpu().numpy().astype(store))
     out = np.concatenate(features)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "features.safetensors")
@@ -68,6 +77,7 @@ def bench_extract(args):
     seconds = time.perf_counter() - start
     return {
         "bench": "extract",
+        "device": args.device,
         "impl": "pytorch",
         "size": args.size,
         "cut": args.cut,
@@ -94,20 +104,27 @@ def bench_train(args):
             backbone.layer4, backbone.avgpool, nn.Flatten(), nn.Dropout(0.5), nn.Linear(2048, 2)
         )
         shape = (args.batch, 1024, args.map, args.map)
-    model.train()
+    device = torch.device(args.device)
+    model.train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2)
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.randn(shape)
-    y = torch.randint(0, 2, (args.batch,))
+    x = torch.randn(shape).to(device)
+    y = torch.randint(0, 2, (args.batch,)).to(device)
+    if device.type == "cuda":  # a warm-up step: cuDNN picks its algorithms
+        loss_fn(model(x), y).backward()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
     start = time.perf_counter()
     for _ in range(args.steps):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
+    sync(device)
     seconds = time.perf_counter() - start
     return {
         "bench": "train",
+        "device": args.device,
         "impl": "pytorch",
         "head": args.head,
         "batch": args.batch,
@@ -121,6 +138,7 @@ def bench_train(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("extract", help="image shards -> backbone -> features")
     e.add_argument("--size", type=int, default=224)
