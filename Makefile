@@ -24,13 +24,17 @@ RUN := $(DATA)/runs/$(NAME)/$(RUN_ID)
 ARGS := --config $(PIPELINE) --data-dir $(DATA) --run-id $(RUN_ID)
 STAGES := preprocess extract train evaluate
 
-.PHONY: all build compare evaluate-on test demo bench bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
+.PHONY: all build build-cuda compare evaluate-on test demo bench bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
 
 all: $(RUN)/stages/evaluate.done
 	@echo "Report: $(RUN)/eval/report.html"
 
 build:
 	$(CARGO) build --release --bins $(if $(FEATURES),--features $(FEATURES))
+
+# The CUDA binaries without a CUDA toolkit (NVIDIA's pip wheels), into target/cuda/.
+build-cuda:
+	scripts/build-cuda.sh
 
 preprocess: $(RUN)/stages/preprocess.done
 extract: $(RUN)/stages/extract.done
