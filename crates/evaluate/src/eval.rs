@@ -13,7 +13,7 @@ use dfd_layout::manifest::{read_manifest, ManifestRow};
 use dfd_layout::other_dataset::OtherDataset;
 use dfd_layout::paths::EVAL_ON_MARKER;
 use dfd_layout::runlog::{self, LogRecord};
-use dfd_layout::shards::read_index;
+use dfd_layout::shards::{read_index, trained_identity};
 use dfd_layout::{backbone_key, backbone_of_features, FoldDir, Split};
 use dfd_metrics::{BinaryReport, BootstrapConfig};
 use dfd_model::{resolve_weights, Arch, ResolvedWeights, Score, WeightsSource};
@@ -38,15 +38,9 @@ fn same_backbone(test_dir: &Path, folds: &[u8], checkpoints: &[Checkpoint]) -> R
         let Some(source) = checkpoint.state().sources.first() else {
             continue;
         };
-        let Ok(train) = read_index(&source.dir) else {
-            tracing::warn!(
-                "fold {k} was trained on {}, which is gone: its backbone cannot be compared with \
-                 the test features'",
-                source.dir.display()
-            );
+        let Some(train_identity) = trained_identity(&source.dir, &format!("fold {k}")) else {
             continue;
         };
-        let train_identity = train.weights_identity().unwrap_or("unknown");
         if train_identity != test_identity {
             bail!(
                 "the test features {} were computed with backbone weights {test_identity}, but \

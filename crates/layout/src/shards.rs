@@ -291,6 +291,23 @@ impl ShardDir {
     }
 }
 
+/// The backbone weights identity of the feature directory `dir` that `what` (a fold, a
+/// checkpoint) was trained on, from its `index.json` (`unknown` when the index records none), to
+/// compare with the features or weights it is now used with. `None`, with a warning naming both,
+/// when the directory is gone: it cannot be compared, which is not an error.
+pub fn trained_identity(dir: &Path, what: &str) -> Option<String> {
+    match read_index(dir) {
+        Ok(index) => Some(index.weights_identity().unwrap_or("unknown").to_string()),
+        Err(_) => {
+            tracing::warn!(
+                "{what} was trained on {}, which is gone: its backbone cannot be compared",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
 /// Reads the index of a complete shard directory; a missing index is an error saying so.
 pub fn read_index(dir: &Path) -> Result<ShardIndex> {
     let path = dir.join(INDEX_FILE);

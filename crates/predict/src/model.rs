@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
-use dfd_layout::shards::read_index;
+use dfd_layout::shards::trained_identity;
 use dfd_layout::{PipelineConfig, RunDir};
 use dfd_model::{
     resolve_weights, Arch, Backbone, BnMode, Cut, Head, HeadSpec, ResLayer, Score, WeightsSource,
@@ -55,16 +55,8 @@ fn same_backbone(head: &LoadedHead, identity: &str) -> Result<()> {
     let Some(dir) = &head.trained_on else {
         return Ok(());
     };
-    let trained = match read_index(dir) {
-        Ok(index) => index.weights_identity().unwrap_or("unknown").to_string(),
-        Err(_) => {
-            tracing::warn!(
-                "{} was trained on {}, which is gone: cannot check it was the same backbone",
-                head.origin.display(),
-                dir.display()
-            );
-            return Ok(());
-        }
+    let Some(trained) = trained_identity(dir, &head.origin.display().to_string()) else {
+        return Ok(());
     };
     if trained != identity {
         bail!(
