@@ -65,7 +65,7 @@ fn main() -> Result<()> {
         eps: 1e-8,
         weight_decay: 1e-2,
     };
-    let mut opt = Optimizer::new(cfg, named_trainable(&head, &varmap)?);
+    let mut opt = Optimizer::new(cfg, named_trainable(&head, &varmap)?)?;
     let x = Tensor::randn(0f32, 1.0, shape, &dev)?;
     let labels: Vec<u32> = (0..args.batch as u32).map(|i| i % 2).collect();
     let y = Tensor::from_vec(labels, args.batch, &dev)?;

@@ -184,7 +184,7 @@ impl FoldJob<'_> {
         let spec = self.head.spec.clone();
         let (head, mut varmap, weights_identity) =
             init_head(self.cfg, self.head, fold, &self.device)?;
-        let mut opt = Optimizer::new(adam_config(train), named_trainable(&head, &varmap)?);
+        let mut opt = Optimizer::new(adam_config(train), named_trainable(&head, &varmap)?)?;
         let batches_per_epoch = self.data.batches_per_epoch(train.batch_size);
         let total_steps = train.epochs * batches_per_epoch;
         let log = self.dir.metrics();

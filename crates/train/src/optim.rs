@@ -8,14 +8,17 @@
 //!   `p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε)`.
 //!
 //! The L1 term of the loss (`l1 · sign(θ)`) is added to each gradient and PyTorch's global-norm
-//! clipping applied inside the step. State (`m`, `v` per variable) lives on the host as f32; the
-//! step count is kept by the caller's checkpoint (see [`Optimizer::steps`]).
+//! clipping applied inside the step. State (`m`, `v` per variable) is f32: for a CPU f32 variable
+//! on the host, updated in place with it; on any other device (or inside
+//! [`dfd_ops::fallback::with_fallbacks`]) as tensors on the variable's device, updated there by
+//! candle ops, the same formula. The step count is kept by the caller's checkpoint (see
+//! [`Optimizer::steps`]). The clipping norm and the L1 sum read the values on the host.
 
 use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use dfd_layout::shards::{encode, TensorData};
 use dfd_ops::{update_f32, with_f32};
 use rayon::prelude::*;
@@ -37,8 +40,46 @@ pub struct AdamConfig {
 struct Param {
     name: String,
     var: Var,
-    m: Vec<f32>,
-    v: Vec<f32>,
+    moments: Moments,
+}
+
+/// The first and second moments of one variable.
+enum Moments {
+    /// A CPU f32 variable's, on the host, updated in place with it by [`update_chunk`].
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// Any other variable's, on its device, updated by [`update_on_device`].
+    Device { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    /// Zero moments for `var`, where its update will run.
+    fn zeros(var: &Var) -> Result<Self> {
+        let t = var.as_tensor();
+        Ok(if dfd_ops::cpu::all_cpu_f32(&[t]) {
+            let n = t.elem_count();
+            Moments::Host {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            }
+        } else {
+            let zeros = t.zeros_like()?.to_dtype(DType::F32)?;
+            Moments::Device {
+                m: zeros.clone(),
+                v: zeros,
+            }
+        })
+    }
+
+    /// Both moments as flat host values.
+    fn to_host(&self) -> Result<[Vec<f32>; 2]> {
+        Ok(match self {
+            Moments::Host { m, v } => [m.clone(), v.clone()],
+            Moments::Device { m, v } => [
+                m.flatten_all()?.to_vec1::<f32>()?,
+                v.flatten_all()?.to_vec1::<f32>()?,
+            ],
+        })
+    }
 }
 
 /// Adam/AdamW over named variables.
@@ -49,25 +90,22 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// A fresh optimiser (zero moments, zero steps) over `vars`, in the given order.
-    pub fn new(cfg: AdamConfig, vars: Vec<(String, Var)>) -> Self {
+    /// A fresh optimiser (zero moments, zero steps) over `vars`, in the given order. Each
+    /// variable's moments live where its update runs (see the module docs).
+    pub fn new(cfg: AdamConfig, vars: Vec<(String, Var)>) -> Result<Self> {
         let params = vars
             .into_iter()
             .map(|(name, var)| {
-                let n = var.elem_count();
-                Param {
-                    name,
-                    var,
-                    m: vec![0.0; n],
-                    v: vec![0.0; n],
-                }
+                let moments = Moments::zeros(&var)
+                    .with_context(|| format!("optimiser state for `{name}`"))?;
+                Ok(Param { name, var, moments })
             })
-            .collect();
-        Self {
+            .collect::<Result<_>>()?;
+        Ok(Self {
             cfg,
             params,
             steps: 0,
-        }
+        })
     }
 
     /// Steps taken so far.
@@ -135,24 +173,31 @@ impl Optimizer {
             step_size: (lr / (1.0 - b1.powf(t))) as f32,
             eps: self.cfg.eps as f32,
         };
-        let update = match self.cfg.kind {
-            OptimizerKind::Adam if k.weight_decay != 0.0 => update_chunk::<L2> as UpdateFn,
-            OptimizerKind::Adam => update_chunk::<NO_DECAY>,
-            OptimizerKind::AdamW => update_chunk::<DECOUPLED>,
+        let decay = match self.cfg.kind {
+            OptimizerKind::Adam if k.weight_decay != 0.0 => L2,
+            OptimizerKind::Adam => NO_DECAY,
+            OptimizerKind::AdamW => DECOUPLED,
+        };
+        let update = match decay {
+            L2 => update_chunk::<L2> as UpdateFn,
+            DECOUPLED => update_chunk::<DECOUPLED>,
+            _ => update_chunk::<NO_DECAY>,
         };
         for (param, grad) in self.params.iter_mut().zip(grads) {
             let Some(grad) = grad else { continue };
-            let (m, v) = (&mut param.m, &mut param.v);
-            update_f32(&param.var, grad, |p, g| {
-                // Element-wise, so chunks in parallel give the same bits as one loop.
-                const CHUNK: usize = 1 << 14;
-                p.par_chunks_mut(CHUNK)
-                    .zip(g.par_chunks(CHUNK))
-                    .zip(m.par_chunks_mut(CHUNK))
-                    .zip(v.par_chunks_mut(CHUNK))
-                    .for_each(|(((p, g), m), v)| update(&k, p, g, m, v));
-            })
-            .with_context(|| format!("updating `{}`", param.name))?;
+            let updated = match &mut param.moments {
+                Moments::Host { m, v } => update_f32(&param.var, grad, |p, g| {
+                    // Element-wise, so chunks in parallel give the same bits as one loop.
+                    const CHUNK: usize = 1 << 14;
+                    p.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(v.par_chunks_mut(CHUNK))
+                        .for_each(|(((p, g), m), v)| update(&k, p, g, m, v));
+                }),
+                Moments::Device { m, v } => update_on_device(&k, decay, &param.var, grad, m, v),
+            };
+            updated.with_context(|| format!("updating `{}`", param.name))?;
         }
         Ok(())
     }
@@ -183,12 +228,16 @@ impl Optimizer {
         let bytes: Vec<(String, Vec<u8>)> = self
             .params
             .iter()
-            .flat_map(|p| {
-                [
-                    (format!("m.{}", p.name), f32_bytes(&p.m)),
-                    (format!("v.{}", p.name), f32_bytes(&p.v)),
-                ]
+            .map(|p| {
+                let [m, v] = p.moments.to_host()?;
+                Ok([
+                    (format!("m.{}", p.name), f32_bytes(&m)),
+                    (format!("v.{}", p.name), f32_bytes(&v)),
+                ])
             })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
             .collect();
         let tensors: Vec<TensorData> = bytes
             .iter()
@@ -211,21 +260,35 @@ impl Optimizer {
         let st = SafeTensors::deserialize(&bytes)
             .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
         for p in &mut self.params {
-            for (prefix, dst) in [("m", &mut p.m), ("v", &mut p.v)] {
+            let n = p.var.elem_count();
+            let read = |prefix: &str| -> Result<Vec<f32>> {
                 let name = format!("{prefix}.{}", p.name);
                 let view = st.tensor(&name).with_context(|| {
                     format!("optimiser state {} has no `{name}`", path.display())
                 })?;
                 ensure!(
-                    view.dtype() == Dtype::F32 && view.data().len() == dst.len() * 4,
-                    "optimiser state {}: `{name}` does not match the model ({} values expected)",
+                    view.dtype() == Dtype::F32 && view.data().len() == n * 4,
+                    "optimiser state {}: `{name}` does not match the model ({n} values expected)",
                     path.display(),
-                    dst.len()
                 );
-                for (d, c) in dst.iter_mut().zip(view.data().chunks_exact(4)) {
-                    *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                Ok(view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect())
+            };
+            let (m, v) = (read("m")?, read("v")?);
+            p.moments = match &p.moments {
+                Moments::Host { .. } => Moments::Host { m, v },
+                Moments::Device { m: like, .. } => {
+                    let on =
+                        |values: Vec<f32>| Tensor::from_vec(values, like.shape(), like.device());
+                    Moments::Device {
+                        m: on(m)?,
+                        v: on(v)?,
+                    }
                 }
-            }
+            };
         }
         self.steps = steps;
         Ok(())
@@ -287,6 +350,35 @@ fn update_chunk<const DECAY: u8>(
         let denom = v.sqrt() / k.bc2_sqrt + k.eps;
         *p += -k.step_size * (*m / denom);
     }
+}
+
+/// [`update_chunk`] with candle ops on the variable's device: the same formula, element-wise, on
+/// `var` with gradient `g` and moments `m`, `v` (tensors of its shape).
+fn update_on_device(
+    k: &Coefficients,
+    decay: u8,
+    var: &Var,
+    g: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+) -> candle_core::Result<()> {
+    let p = var.as_tensor();
+    let mut g = g.to_dtype(DType::F32)?;
+    if k.l1 != 0.0 {
+        g = (g + (p.sign()? * f64::from(k.l1))?)?;
+    }
+    g = (g * f64::from(k.coef))?;
+    let mut p = p.clone();
+    match decay {
+        L2 => g = (&g + (&p * f64::from(k.weight_decay))?)?,
+        DECOUPLED => p = (p * f64::from(k.decay))?,
+        _ => {}
+    }
+    *m = (&*m + ((&g - &*m)? * f64::from(k.one_minus_b1))?)?;
+    *v = ((&*v * f64::from(k.b2))? + ((&g * f64::from(k.one_minus_b2))? * &g)?)?;
+    let denom = ((v.sqrt()? / f64::from(k.bc2_sqrt))? + f64::from(k.eps))?;
+    let step = ((&*m / denom)? * f64::from(-k.step_size))?;
+    var.set(&(p + step)?)
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
