@@ -25,6 +25,7 @@ mod columns;
 pub mod cpu;
 pub mod fallback;
 mod geometry;
+mod grouped;
 mod host;
 mod kernels;
 mod linear;
@@ -46,8 +47,10 @@ use storage::all_cpu_f32;
 ///
 /// Same result as `x.conv2d(w, padding, stride, 1, groups)`, and differentiable. CPU f32
 /// convolutions with 1×1, 3×3 or 7×7 (the stem) kernels (any stride, padding and groups) take the
-/// fast GEMM path; everything else (other kernel sizes, dtypes, devices) runs candle's own
-/// `conv2d`. Non-contiguous inputs are made contiguous first.
+/// fast GEMM path. Everything else (other kernel sizes, dtypes, devices) runs candle: its own
+/// `conv2d` without groups, and a grouped convolution as one im2col and one batched matmul over
+/// the groups (`grouped`; candle's `conv2d` would run one convolution per group). Non-contiguous
+/// inputs are made contiguous first.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -59,6 +62,7 @@ pub fn conv2d(
         Some(geom) => x
             .contiguous()?
             .apply_op2(&w.contiguous()?, op::GemmConv(geom)),
+        None if groups > 1 => grouped::conv2d(x, w, stride, padding, groups),
         None => x.conv2d(w, padding, stride, 1, groups),
     }
 }
