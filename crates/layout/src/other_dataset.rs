@@ -8,7 +8,7 @@
 //! with a normal preparation of a data set called `<name>`. The run's size, backbone, cut and
 //! storage dtype apply unchanged, so X's features are exactly what the run's heads read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -91,11 +91,6 @@ impl OtherDataset {
         config.study = Default::default();
         Ok(Self { name, config })
     }
-
-    /// Where X's images are read from, relative sources taken against `data_root`.
-    pub fn source(&self, data_root: &Path) -> PathBuf {
-        data_root.join(&self.config.dataset.source)
-    }
 }
 
 #[cfg(test)]
@@ -151,7 +146,11 @@ mod tests {
         assert_eq!(other.name, "faces2");
         assert_eq!(other.config.dataset.name, "faces2@all");
         assert_eq!(other.config.dataset.classes["edited"], 1);
-        assert_eq!(other.source(Path::new("/d")), Path::new("/d/raw/faces2"));
+        let root = crate::DataRoot::new("/d");
+        assert_eq!(
+            root.source(&other.config.dataset),
+            Path::new("/d/raw/faces2")
+        );
         assert_eq!(
             other.config.train,
             run_config().train,

@@ -31,7 +31,9 @@ pub fn conv2d(
     }
     let (hp, wp) = (h + 2 * padding, wd + 2 * padding);
     if hp < kh || wp < kw {
-        candle_core::bail!("grouped conv2d: kernel {kh}x{kw} larger than the padded input {hp}x{wp}")
+        candle_core::bail!(
+            "grouped conv2d: kernel {kh}x{kw} larger than the padded input {hp}x{wp}"
+        )
     }
     let (h_out, w_out) = ((hp - kh) / stride + 1, (wp - kw) / stride + 1);
     let xc = x
