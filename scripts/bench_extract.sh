@@ -7,7 +7,9 @@
 #   scripts/bench_extract.sh            # IMAGES=128 THREADS=2 by default
 #   IMAGES=256 THREADS=2 scripts/bench_extract.sh
 #
-# Prints one line per cut: Rust img/s, PyTorch img/s and their ratio (>1 = Rust faster).
+# Prints one line per cut: Rust img/s, PyTorch img/s and their ratio (>1 = Rust faster), then
+# the Rust rate as GFLOP/s and its share of the machine's f32 GEMM peak (the gemm crate's and
+# OpenBLAS's through numpy, measured then on the same threads; examples/roofline.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGES=${IMAGES:-128}
@@ -17,7 +19,7 @@ SIZE=224
 CARGO=${CARGO:-cargo}
 BIN=${CARGO_TARGET_DIR:-target}/release
 
-$CARGO build --release -q -p dfd-extract --bin dfd-extract --example make_bench_shards
+$CARGO build --release -q -p dfd-extract --bin dfd-extract --example make_bench_shards --example roofline
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$BIN/examples/make_bench_shards" --data-dir "$work/data" --size "$SIZE" --images "$IMAGES"
@@ -43,4 +45,5 @@ TOML
         --batch "$BATCH" --images "$IMAGES" | python3 -c 'import json, sys; print(json.load(sys.stdin)["img_per_s"])')
     ratio=$(python3 -c "print(f'{$rust / $torch:.2f}')")
     echo "extract ${SIZE}px -> $cut, batch $BATCH, $IMAGES images, $THREADS threads: dfd-extract $rust img/s (peak RSS $rss MiB), PyTorch $torch img/s, ratio ${ratio}x"
+    echo "  dfd-extract: $(RAYON_NUM_THREADS=$THREADS "$BIN/examples/roofline" --size "$SIZE" --cut "$cut" --img-per-s "$rust")"
 done

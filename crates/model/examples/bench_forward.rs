@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled`
 //! Prints the median images/s over `--reps` timed batches after one warm-up batch, under the stage
-//! binaries' allocator (`dfd-alloc`).
+//! binaries' allocator (`dfd-alloc`), then the achieved GFLOP/s (`Arch::flops`) as a share of the
+//! machine's f32 GEMM peak measured right after (`dfd_ops::roofline`).
 
 #[global_allocator]
 static GLOBAL: dfd_alloc::MiMalloc = dfd_alloc::MiMalloc;
@@ -89,6 +90,11 @@ fn main() -> anyhow::Result<()> {
         median,
         args.batch as f64 / median,
         secs.len()
+    );
+    let achieved = args.batch as f64 * arch.flops(args.size, args.cut) / median / 1e9;
+    println!(
+        "  {}",
+        dfd_ops::roofline::GemmPeak::measure().line(achieved)
     );
     Ok(())
 }

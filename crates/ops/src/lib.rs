@@ -32,6 +32,7 @@ mod linear;
 mod matmul;
 mod op;
 mod pool;
+pub mod roofline;
 mod scratch;
 mod storage;
 

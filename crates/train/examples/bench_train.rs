@@ -81,6 +81,18 @@ fn main() -> Result<()> {
         train_step(&head, &mut opt, &x, &y, &settings, 1e-4, &mut rng)?;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let samples_per_s = (args.steps * args.batch) as f64 / seconds;
+    // Per sample: the forward, and twice its GEMMs backward (input and weight gradients).
+    let flops = match args.head.as_str() {
+        "mlp" => 2.0 * (2048.0 * 1024.0 + 1024.0 * 512.0 + 512.0 * 2.0),
+        _ => {
+            let arch = Arch::resnext50_32x4d();
+            let side = 16 * args.map; // the image side whose layer3 maps are map×map
+            arch.flops(side, dfd_model::Cut::Layer4) - arch.flops(side, dfd_model::Cut::Layer3)
+                + 2.0 * 2048.0 * 2.0
+        }
+    };
+    let peak = dfd_ops::roofline::GemmPeak::measure();
     println!(
         "{}",
         serde_json::json!({
@@ -91,7 +103,10 @@ fn main() -> Result<()> {
             "map": (args.head == "finetune").then_some(args.map),
             "steps": args.steps,
             "seconds": (seconds * 1000.0).round() / 1000.0,
-            "samples_per_s": (args.steps * args.batch) as f64 / seconds,
+            "samples_per_s": samples_per_s,
+            "gflop_per_s": 3.0 * flops * samples_per_s / 1e9,
+            "gemm_peak_gflop_per_s": { "gemm_crate": peak.gemm_crate, "numpy": peak.numpy },
+            "share_of_peak": 3.0 * flops * samples_per_s / 1e9 / peak.peak(),
         })
     );
     Ok(())
