@@ -24,7 +24,7 @@ RUN := $(DATA)/runs/$(NAME)/$(RUN_ID)
 ARGS := --config $(PIPELINE) --data-dir $(DATA) --run-id $(RUN_ID)
 STAGES := preprocess extract train evaluate
 
-.PHONY: all build build-cuda compare evaluate-on test demo bench bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
+.PHONY: all build build-cuda compare evaluate-on test demo bench bench-pipeline bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
 
 all: $(RUN)/stages/evaluate.done
 	@echo "Report: $(RUN)/eval/report.html"
@@ -95,6 +95,10 @@ bench-preprocess:
 
 bench-extract:
 	scripts/bench_extract.sh
+
+# Whole-experiment time: experiment 5 on 2,000 generated 600 px photos, each stage's wall time.
+bench-pipeline:
+	BENCH_DIR=$(BENCH_DIR) scripts/bench_pipeline.sh
 
 bench-train:
 	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head mlp
