@@ -78,7 +78,7 @@ pub(crate) fn forward(
             for (n0, imgs) in runs(g) {
                 let cols = columns(g, x, group, n0, imgs, buf);
                 let out = MatMut::uninit(&mut yg[n0 * g.p()..], cout_g, imgs * g.p(), np);
-                matmul(out, false, group_weight(g, w, group), cols, par);
+                matmul(out, false, group_weight(g, w, group), cols, par, g.compute);
             }
         });
         // SAFETY: the runs cover every image, so the GEMMs wrote all `cout_g` rows of `np`.
@@ -99,7 +99,8 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [Mayb
                 let grad = MatRef::rows(&dyg[n0 * p..], g.cout_g(), cols, np);
                 let col = &mut buf[..g.k() * cols];
                 let lhs = group_weight(g, w, group).t();
-                matmul(MatMut::rows(col, g.k(), cols, cols), false, lhs, grad, par);
+                let col_dst = MatMut::rows(col, g.k(), cols, cols);
+                matmul(col_dst, false, lhs, grad, par, g.compute);
                 for i in 0..imgs {
                     col2im_image(g, col, cols, i * p, &mut dxg[(n0 + i) * hw..]);
                 }
@@ -118,7 +119,7 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32
                 let cols = columns(g, x, group, n0, imgs, buf);
                 let grad = MatRef::rows(&dyg[n0 * p..], g.cout_g(), imgs * p, np);
                 let dst = MatMut::rows(dwg, g.cout_g(), g.k(), g.k());
-                matmul(dst, n0 > 0, grad, cols.t(), par);
+                matmul(dst, n0 > 0, grad, cols.t(), par, g.compute);
             }
         });
     });

@@ -1,6 +1,8 @@
 //! Shape arithmetic of a 2-D convolution (OIHW weight, dilation 1) over NCHW or channels-major
 //! (C×N×H×W) activations.
 
+use crate::compute::Compute;
+
 /// Every size of one convolution call. Built only through [`ConvGeom::new`], which checks that the
 /// shapes agree, so the kernels can index without further checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub(crate) struct ConvGeom {
     pub wo: usize,
     /// Whether input and output are channels-major (C×N×H×W) rather than NCHW.
     pub channels_major: bool,
+    /// The GEMMs' arithmetic: the calling thread's choice when the geometry was built.
+    pub compute: Compute,
 }
 
 /// Whether the GEMM kernels take a `kh×kw` kernel: 1×1, 3×3 and the stem's 7×7.
@@ -61,6 +65,7 @@ impl ConvGeom {
             ho: (h + 2 * pad - kh) / stride + 1,
             wo: (wd + 2 * pad - kw) / stride + 1,
             channels_major: false,
+            compute: crate::compute::current(),
         })
     }
 

@@ -266,7 +266,8 @@ pub(crate) fn forward(
             let c0 = b.group * cout_g;
             if b.imgs == 1 {
                 let out = region(0);
-                matmul(MatMut::uninit(out, cout_g, cols, p), false, lhs, rhs, par);
+                let dst = MatMut::uninit(out, cout_g, cols, p);
+                matmul(dst, false, lhs, rhs, par, g.compute);
                 // SAFETY: the GEMM wrote the whole region (`cout_g` rows of `p` = `cols`).
                 epilogue.apply(unsafe { assume_init(out) }, c0, p);
             } else {
@@ -276,6 +277,7 @@ pub(crate) fn forward(
                     lhs,
                     rhs,
                     par,
+                    g.compute,
                 );
                 for i in 0..b.imgs {
                     let out = region(i);
@@ -325,6 +327,7 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [Mayb
                     lhs,
                     rhs,
                     par,
+                    g.compute,
                 );
             } else {
                 matmul(
@@ -333,6 +336,7 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [Mayb
                     lhs,
                     rhs,
                     par,
+                    g.compute,
                 );
                 for i in 0..b.imgs {
                     col2im_image(g, col_buf, cols, i * p, zeroed(region(i)));
@@ -373,6 +377,7 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32
                 grad,
                 cols.t(),
                 par,
+                g.compute,
             );
         })
     };

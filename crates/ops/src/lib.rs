@@ -19,9 +19,11 @@
 //! copies where candle's storage allows it (the optimiser's path).
 
 mod batchnorm;
+mod bf16;
 mod buffers;
 mod channels_major;
 mod columns;
+pub mod compute;
 pub mod cpu;
 pub mod fallback;
 mod geometry;

@@ -6,6 +6,7 @@
 //! step. Here forward and both input/weight gradients are single GEMMs on contiguous data.
 
 use crate::buffers::written;
+use crate::compute::Compute;
 use crate::matmul::{matmul, MatMut, MatRef};
 use crate::storage::{all_cpu_f32, f32_data};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -29,7 +30,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
             b.shape()
         )
     }
-    let dims = Dims { n, i, o };
+    let compute = crate::compute::current();
+    let dims = Dims { n, i, o, compute };
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear(dims))
 }
@@ -40,6 +42,8 @@ struct Dims {
     n: usize,
     i: usize,
     o: usize,
+    /// The GEMMs' arithmetic, chosen when the op was built.
+    compute: Compute,
 }
 
 impl Dims {
@@ -76,13 +80,13 @@ impl CustomOp3 for Linear {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let Dims { n, i, o } = self.0;
+        let Dims { n, i, o, compute } = self.0;
         let x = f32_data(s1, l1, n * i, "input")?;
         let w = f32_data(s2, l2, o * i, "weight")?;
         let b = f32_data(s3, l3, o, "bias")?;
         let par = self.0.parallelism();
         let (xm, wt) = (MatRef::rows(x, n, i, i), MatRef::rows(w, o, i, i).t());
-        let mut y = product(n, o, xm, wt, par);
+        let mut y = product(n, o, xm, wt, (par, compute));
         for row in y.chunks_exact_mut(o) {
             row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
         }
@@ -123,11 +127,11 @@ impl CustomOp2 for GradInput {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let Dims { n, i, o } = self.0;
+        let Dims { n, i, o, compute } = self.0;
         let dy = f32_data(s1, l1, n * o, "output gradient")?;
         let w = f32_data(s2, l2, o * i, "weight")?;
         let (dym, wm) = (MatRef::rows(dy, n, o, o), MatRef::rows(w, o, i, i));
-        let dx = product(n, i, dym, wm, self.0.parallelism());
+        let dx = product(n, i, dym, wm, (self.0.parallelism(), compute));
         Ok((CpuStorage::F32(dx), Shape::from((n, i))))
     }
 }
@@ -144,21 +148,34 @@ impl CustomOp2 for GradWeight {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let Dims { n, i, o } = self.0;
+        let Dims { n, i, o, compute } = self.0;
         let dy = f32_data(s1, l1, n * o, "output gradient")?;
         let x = f32_data(s2, l2, n * i, "input")?;
         let (dyt, xm) = (MatRef::rows(dy, n, o, o).t(), MatRef::rows(x, n, i, i));
-        let dw = product(o, i, dyt, xm, self.0.parallelism());
+        let dw = product(o, i, dyt, xm, (self.0.parallelism(), compute));
         Ok((CpuStorage::F32(dw), Shape::from((o, i))))
     }
 }
 
 /// The `rows×cols` product `a·b`, written by the GEMM into fresh memory (no zeroing pass).
-fn product(rows: usize, cols: usize, a: MatRef<'_>, b: MatRef<'_>, par: Parallelism) -> Vec<f32> {
+fn product(
+    rows: usize,
+    cols: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    (par, compute): (Parallelism, Compute),
+) -> Vec<f32> {
     // SAFETY: a non-accumulating product writes every element of its `rows×cols` destination.
     unsafe {
         written(rows * cols, |dst| {
-            matmul(MatMut::uninit(dst, rows, cols, cols), false, a, b, par)
+            matmul(
+                MatMut::uninit(dst, rows, cols, cols),
+                false,
+                a,
+                b,
+                par,
+                compute,
+            )
         })
     }
 }

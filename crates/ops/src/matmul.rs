@@ -1,5 +1,7 @@
-//! A thin, bounds-checked wrapper around `gemm::gemm` for row/column-strided f32 matrices.
+//! A thin, bounds-checked wrapper around `gemm::gemm` for row/column-strided f32 matrices, which
+//! hands bf16 products to [`crate::bf16`].
 
+use crate::compute::Compute;
 use gemm::{gemm, Parallelism};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -8,8 +10,8 @@ use std::mem::MaybeUninit;
 #[derive(Clone, Copy)]
 pub(crate) struct MatRef<'a> {
     data: &'a [f32],
-    rows: usize,
-    cols: usize,
+    pub rows: usize,
+    pub cols: usize,
     rs: usize,
     cs: usize,
 }
@@ -44,6 +46,39 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Element `(r, c)`; panics outside the slice.
+    pub fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.rs + c * self.cs]
+    }
+
+    /// Rows `start..start+len` (a view). Panics when they are not inside the matrix.
+    pub fn row_range(self, start: usize, len: usize) -> Self {
+        assert!(
+            start + len <= self.rows,
+            "rows {start}+{len} of {}",
+            self.rows
+        );
+        MatRef {
+            data: &self.data[(start * self.rs).min(self.data.len())..],
+            rows: len,
+            ..self
+        }
+    }
+
+    /// Columns `start..start+len` (a view). Panics when they are not inside the matrix.
+    pub fn col_range(self, start: usize, len: usize) -> Self {
+        assert!(
+            start + len <= self.cols,
+            "cols {start}+{len} of {}",
+            self.cols
+        );
+        MatRef {
+            data: &self.data[(start * self.cs).min(self.data.len())..],
+            cols: len,
+            ..self
+        }
+    }
+
     fn fits(&self, len: usize) -> bool {
         self.rows == 0
             || self.cols == 0
@@ -54,10 +89,10 @@ impl<'a> MatRef<'a> {
 /// A writable row-major `rows×cols` matrix with row stride `rs` at the start of a slice, whose
 /// values may be uninitialised (then it can only be overwritten, not accumulated into).
 pub(crate) struct MatMut<'a> {
-    ptr: *mut f32,
-    rows: usize,
-    cols: usize,
-    rs: usize,
+    pub(crate) ptr: *mut f32,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) rs: usize,
     initialised: bool,
     _borrow: PhantomData<&'a mut [f32]>,
 }
@@ -106,14 +141,16 @@ impl<'a> MatMut<'a> {
     }
 }
 
-/// `dst = a·b`, or `dst += a·b` when `accumulate`: afterwards every element of `dst` is
-/// initialised. Panics on mismatched sizes, or when accumulating into an uninitialised `dst`.
+/// `dst = a·b`, or `dst += a·b` when `accumulate`, in `compute`'s arithmetic: afterwards every
+/// element of `dst` is initialised. Panics on mismatched sizes, or when accumulating into an
+/// uninitialised `dst`.
 pub(crate) fn matmul(
     mut dst: MatMut<'_>,
     accumulate: bool,
     a: MatRef<'_>,
     b: MatRef<'_>,
     par: Parallelism,
+    compute: Compute,
 ) {
     assert!(
         a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows,
@@ -138,6 +175,9 @@ pub(crate) fn matmul(
             dst.fill_zero();
         }
         return;
+    }
+    if compute == Compute::Bf16 {
+        return crate::bf16::matmul(dst, accumulate, a, b, par);
     }
     // SAFETY: the constructors checked that every element addressed through (rows, cols, rs, cs)
     // lies inside its slice, the sizes agree (asserted above), and `dst` is borrowed mutably so it
@@ -185,6 +225,7 @@ mod tests {
             MatRef::rows(&a, 2, 3, 4),
             bref,
             Parallelism::None,
+            Compute::F32,
         );
         // a·b = [[1-1+... ]]: row0·col0 = 1·1+2·0.5+3·(-1) = -1; row0·col1 = 2+0+3 = 5
         // row1·col0 = 4+2.5-6 = 0.5; row1·col1 = 8+0+6 = 14
@@ -202,6 +243,7 @@ mod tests {
             a,
             b,
             Parallelism::None,
+            Compute::F32,
         );
         // SAFETY: the product wrote all four elements.
         let d = d.map(|v| unsafe { v.assume_init() });
@@ -214,6 +256,7 @@ mod tests {
                 a,
                 b,
                 Parallelism::None,
+                Compute::F32,
             )
         }));
         assert!(accumulate.is_err());

@@ -1,12 +1,14 @@
 //! The machine's f32 GEMM peak, for the benches' roofline figures: the rate of a large square
 //! product through the `gemm` crate (the kernels this crate uses, all of rayon's threads), and
-//! OpenBLAS's through numpy when a `python3` with numpy is there. The peak is the larger.
+//! OpenBLAS's through numpy when a `python3` with numpy is there. The peak is the larger. Where
+//! the CPU has AVX512-BF16, the bf16 kernel's rate is measured and printed too.
 
 use std::process::Command;
 use std::time::Instant;
 
 use gemm::Parallelism;
 
+use crate::compute::{bf16_native, Compute};
 use crate::matmul::{matmul, MatMut, MatRef};
 
 /// Side of the square matrices the peak is measured on.
@@ -27,6 +29,8 @@ pub struct GemmPeak {
     pub gemm_crate: f64,
     /// `None` when no `python3` with numpy ran.
     pub numpy: Option<f64>,
+    /// This crate's bf16 kernel; `None` where the CPU has no AVX512-BF16.
+    pub bf16: Option<f64>,
 }
 
 impl GemmPeak {
@@ -34,8 +38,9 @@ impl GemmPeak {
     /// `OPENBLAS_L2_SIZE` unset (they may pin OpenBLAS to a slower kernel).
     pub fn measure() -> Self {
         GemmPeak {
-            gemm_crate: gemm_crate_gflops(PEAK_SIDE),
+            gemm_crate: gemm_gflops(PEAK_SIDE, Compute::F32),
             numpy: numpy_gflops(PEAK_SIDE),
+            bf16: bf16_native().then(|| gemm_gflops(PEAK_SIDE, Compute::Bf16)),
         }
     }
 
@@ -51,18 +56,21 @@ impl GemmPeak {
             || "not measured (no python3 with numpy)".into(),
             |r| format!("{r:.0}"),
         );
+        let bf16 = self
+            .bf16
+            .map_or_else(String::new, |r| format!("; bf16 kernel {r:.0} GFLOP/s"));
         format!(
             "{achieved_gflops:.1} GFLOP/s = {:.0}% of the f32 GEMM peak (gemm crate {:.0}, \
-             OpenBLAS via numpy {numpy} GFLOP/s, {PEAK_SIDE}x{PEAK_SIDE})",
+             OpenBLAS via numpy {numpy} GFLOP/s, {PEAK_SIDE}x{PEAK_SIDE}{bf16})",
             100.0 * achieved_gflops / self.peak(),
             self.gemm_crate
         )
     }
 }
 
-/// GFLOP/s of the `gemm` crate on two `n×n` matrices over rayon's threads: best of 5 after a
-/// warm-up.
-pub fn gemm_crate_gflops(n: usize) -> f64 {
+/// GFLOP/s of this crate's GEMM (the `gemm` crate for f32) on two `n×n` matrices over rayon's
+/// threads, in `compute`: best of 5 after a warm-up.
+pub fn gemm_gflops(n: usize, compute: Compute) -> f64 {
     let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut c = vec![0f32; n * n];
@@ -75,6 +83,7 @@ pub fn gemm_crate_gflops(n: usize) -> f64 {
             MatRef::rows(&a, n, n, n),
             MatRef::rows(&b, n, n, n),
             par,
+            compute,
         );
         start.elapsed().as_secs_f64()
     };
@@ -106,6 +115,7 @@ mod tests {
         let p = GemmPeak {
             gemm_crate: 200.0,
             numpy: Some(400.0),
+            bf16: None,
         };
         assert_eq!(p.peak(), 400.0);
         let line = p.line(100.0);
@@ -117,8 +127,18 @@ mod tests {
             line.contains("gemm crate 200, OpenBLAS via numpy 400"),
             "{line}"
         );
+        let with_bf16 = GemmPeak {
+            bf16: Some(900.0),
+            ..p
+        }
+        .line(100.0);
+        assert!(
+            with_bf16.ends_with("; bf16 kernel 900 GFLOP/s)"),
+            "{with_bf16}"
+        );
         let alone = GemmPeak { numpy: None, ..p };
         assert_eq!(alone.peak(), 200.0);
-        assert!(gemm_crate_gflops(64) > 0.0);
+        assert!(gemm_gflops(64, Compute::F32) > 0.0);
+        assert!(gemm_gflops(64, Compute::Bf16) > 0.0);
     }
 }
