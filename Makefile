@@ -100,14 +100,17 @@ bench-extract:
 bench-pipeline:
 	BENCH_DIR=$(BENCH_DIR) scripts/bench_pipeline.sh
 
+# The model benches' arithmetic: f32, or bf16 (a CPU with AVX512-BF16, or DFD_BF16=emulate).
+COMPUTE ?= f32
+
 bench-train:
-	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head mlp
+	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head mlp --compute $(COMPUTE)
 	python3 scripts/bench_torch.py train --head mlp --batch 64
-	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head finetune --map 14
+	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head finetune --map 14 --compute $(COMPUTE)
 	python3 scripts/bench_torch.py train --head finetune --map 14 --batch 64
-	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head finetune --map 8
+	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head finetune --map 8 --compute $(COMPUTE)
 	python3 scripts/bench_torch.py train --head finetune --map 8 --batch 64
 
 bench-model:
-	$(CARGO) run --release -q -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled
+	$(CARGO) run --release -q -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled --compute $(COMPUTE)
 	python3 scripts/bench_torch.py extract --size 224 --cut pooled --batch 8 --images 32

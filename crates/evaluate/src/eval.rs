@@ -16,7 +16,7 @@ use dfd_layout::runlog::{self, LogRecord};
 use dfd_layout::shards::{read_index, trained_identity};
 use dfd_layout::{backbone_key, backbone_of_features, FoldDir, Split};
 use dfd_metrics::{BinaryReport, BootstrapConfig};
-use dfd_model::{resolve_weights, Arch, ResolvedWeights, Score, WeightsSource};
+use dfd_model::{resolve_weights, with_compute, Arch, ResolvedWeights, Score, WeightsSource};
 use serde_json::json;
 
 use crate::features::{load_head, TestFeatures};
@@ -199,7 +199,7 @@ pub fn run(
             run.config().display()
         )
     })?;
-    device.apply(&mut cfg);
+    device.apply(&mut cfg)?;
     let checkpoint = checkpoint.unwrap_or(&cfg.evaluate.checkpoint).to_string();
     let folds = run
         .trained_folds()
@@ -266,7 +266,9 @@ pub fn run(
     for (&k, fold_checkpoint) in folds.iter().zip(&checkpoints) {
         bar.set_message(format!("fold {k}"));
         let head = load_head(fold_checkpoint, &device)?;
-        let fold_raw = test.score(&head, &device, |n| bar.inc(n as u64))?;
+        let fold_raw = with_compute(cfg.train.compute, || {
+            test.score(&head, &device, |n| bar.inc(n as u64))
+        })?;
         let scores = finite_scores(fold_raw.clone(), &test.ids, &manifest).with_context(|| {
             format!(
                 "fold {k} ({}) cannot be evaluated: its weights may be corrupt; retrain it with \

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<()> {
     args.slice.validate()?;
     let mut ctx = args.common.load()?;
-    args.device.apply(&mut ctx.config);
+    args.device.apply(&mut ctx.config)?;
     let x = &ctx.config.extract;
     let source = WeightsSource::from_config(x.weights.as_str(), &args.common.data_dir)?;
     let arch: Arch = x.arch.as_str().parse().context("reading extract.arch")?;

@@ -5,13 +5,15 @@
 //! is the number of feature rows that fit in `preprocess.shard_bytes`. The directory's
 //! `input_hash` covers everything that determines the bytes: the input index (its hash and every
 //! shard checksum), the weights identity, the architecture, the cut, the image size, the storage
-//! dtype, `R` and the device class when it is not `cpu`, so CPU and GPU shards never mix. The batch size is not in it: eval-mode inference gives every image the same
+//! dtype, `R`, the device class when it is not `cpu` and the compute type when it is not `f32`,
+//! so CPU and GPU (or f32 and bf16) shards never mix. The batch size is not in it: eval-mode inference gives every image the same
 //! features whatever batch it is in.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use dfd_layout::config::ComputeType;
 use dfd_layout::shards::{rows_per_shard, ShardSet};
 use dfd_model::{Arch, Cut};
 use serde::Serialize;
@@ -37,6 +39,8 @@ pub struct FeatureSpec {
     /// The class of device that computes the features (`cpu`, `cuda`): CPU and GPU sums differ
     /// in their last bits, so it is part of a directory's hash (when not `cpu`) and meta.
     pub device_class: &'static str,
+    /// `extract.compute`: the backbone's arithmetic, part of the hash (when not `f32`) and meta.
+    pub compute: ComputeType,
 }
 
 impl FeatureSpec {
@@ -72,6 +76,7 @@ impl FeatureSpec {
             "feature_shape": self.row_shape(),
             "normalisation": "imagenet",
             "device": self.device_class,
+            "compute": self.compute,
         })
     }
 }
@@ -91,6 +96,9 @@ struct HashedInputs<'a> {
     /// Left out for `cpu`, so directories made before the device entered the hash keep theirs.
     #[serde(skip_serializing_if = "is_cpu")]
     device: &'static str,
+    /// Left out for `f32`, for the same reason.
+    #[serde(skip_serializing_if = "ComputeType::is_f32")]
+    compute: ComputeType,
 }
 
 fn is_cpu(class: &&str) -> bool {
@@ -134,6 +142,7 @@ impl DirPlan {
             dtype: spec.dtype,
             rows_per_shard,
             device: spec.device_class,
+            compute: spec.compute,
         });
         Ok(Self {
             input,

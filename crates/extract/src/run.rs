@@ -7,7 +7,7 @@ use candle_core::Device;
 use dfd_layout::cli::SliceArgs;
 use dfd_layout::lock::Lock;
 use dfd_layout::shards::{u32_bytes, ShardDir, TensorData};
-use dfd_model::Backbone;
+use dfd_model::{with_compute, Backbone};
 use indicatif::ProgressBar;
 use safetensors::Dtype;
 
@@ -89,8 +89,8 @@ impl PendingShard {
     }
 }
 
-/// Computes and writes every shard of `job.todo` (not the index: see [`DirJob::finish`]).
-/// `progress` advances by one per image.
+/// Computes (in `spec.compute`) and writes every shard of `job.todo` (not the index: see
+/// [`DirJob::finish`]). `progress` advances by one per image.
 pub fn extract_dir(
     job: &DirJob,
     spec: &FeatureSpec,
@@ -113,7 +113,7 @@ pub fn extract_dir(
         let features = batch
             .images
             .to_device(device)
-            .and_then(|x| backbone.forward_to(&x, spec.cut))
+            .and_then(|x| with_compute(spec.compute, || backbone.forward_to(&x, spec.cut)))
             .with_context(|| {
                 format!(
                     "running the backbone on images of {}",

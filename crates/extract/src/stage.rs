@@ -31,6 +31,7 @@ pub fn feature_spec(config: &PipelineConfig, weights: &ResolvedWeights) -> Resul
         } else {
             "cpu"
         },
+        compute: x.compute,
     })
 }
 
@@ -151,6 +152,7 @@ fn compute(
         images = todo,
         cut = %spec.cut,
         dtype = %spec.dtype,
+        compute = %spec.compute,
         shape = %spec.row_shape().iter().map(ToString::to_string).collect::<Vec<_>>().join("x"),
         batch_size,
         "extracting features"

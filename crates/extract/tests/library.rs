@@ -13,6 +13,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use dfd_extract::{extract_dir, DirJob, DirPlan, FeatureDtype, FeatureSpec};
 use dfd_layout::cli::SliceArgs;
+use dfd_layout::config::ComputeType;
 use dfd_layout::shards::read_index;
 use dfd_model::{imagenet_normalize, Arch, Backbone, Cut, ResolvedWeights};
 use indicatif::ProgressBar;
@@ -43,6 +44,7 @@ fn spec(seed: u64, cut: Cut, dtype: FeatureDtype) -> FeatureSpec {
         size: SIZE,
         dtype,
         device_class: "cpu",
+        compute: ComputeType::F32,
     }
 }
 
@@ -126,6 +128,34 @@ fn f32_shards_equal_an_in_memory_forward() {
         assert_eq!(index.meta["weights"], "random:3");
         assert_eq!(index.meta["cut"], cut.name());
         assert_eq!(index.meta["dtype"], "f32");
+        assert_eq!(index.meta["compute"], "f32");
+    }
+}
+
+/// `extract.compute = "bf16"`: the shards hold the bf16-arithmetic features (emulated on a CPU
+/// without AVX512-BF16), close to f32 but not equal, and the directory says how they were made.
+#[test]
+fn bf16_shards_are_near_the_f32_features_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("images");
+    let images = write_image_dir(&input, SIZE, &INPUT_SHARDS, 100);
+    let model = backbone(3);
+    for cut in [Cut::Pooled, Cut::Layer3] {
+        let spec = FeatureSpec {
+            compute: ComputeType::Bf16,
+            ..spec(3, cut, FeatureDtype::F32)
+        };
+        let want = reference(&images, &model, cut);
+        let output = tmp.path().join(format!("{cut}-bf16"));
+        extract(&input, &output, &spec, 4, &model, 5);
+        let got = f32s(&read_features(&output).bytes);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = max_abs_diff(&got, &want);
+        println!("{cut}: bf16 vs f32 max |diff| {diff:e} (scale {scale})");
+        assert!(diff > 1e-6 * scale, "{cut}: bf16 features equal f32 ones");
+        assert!(diff < 0.05 * scale, "{cut}: bf16 features are {diff} off");
+        let index = read_index(&output).unwrap();
+        assert_eq!(index.meta["compute"], "bf16");
     }
 }
 
@@ -183,6 +213,15 @@ fn other_inputs_or_weights_are_refused() {
         ..first.clone()
     };
     let plan = DirPlan::new(&input, &output, &on_gpu, shard_bytes, "dfd-preprocess").unwrap();
+    let err = format!("{:#}", DirJob::open(plan, &slice).err().unwrap());
+    assert!(err.contains("other inputs"), "{err}");
+
+    // The same features computed in bf16: never mixed with f32 ones.
+    let in_bf16 = FeatureSpec {
+        compute: ComputeType::Bf16,
+        ..first.clone()
+    };
+    let plan = DirPlan::new(&input, &output, &in_bf16, shard_bytes, "dfd-preprocess").unwrap();
     let err = format!("{:#}", DirJob::open(plan, &slice).err().unwrap());
     assert!(err.contains("other inputs"), "{err}");
 

@@ -82,11 +82,13 @@ pub struct DeviceArg {
 }
 
 impl DeviceArg {
-    /// `config` with `extract.device` replaced by `--device` when given.
-    pub fn apply(&self, config: &mut PipelineConfig) {
+    /// `config` with `extract.device` replaced by `--device` when given, then checked again
+    /// where the device matters ([`PipelineConfig::check_compute`]).
+    pub fn apply(&self, config: &mut PipelineConfig) -> Result<()> {
         if let Some(device) = &self.device {
             config.extract.device = device.clone();
         }
+        config.check_compute()
     }
 }
 

@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::paths::Split;
 
+pub mod compute;
 mod values;
 
 pub use values::{
-    ArchName, BadValue, CutName, DeviceSpec, HeadKind, Monitor, OptimizerKind, ScheduleKind,
-    StorageDtype, WeightsSpec,
+    ArchName, BadValue, ComputeType, CutName, DeviceSpec, HeadKind, Monitor, OptimizerKind,
+    ScheduleKind, StorageDtype, WeightsSpec,
 };
 
 /// A whole pipeline file.
@@ -166,6 +167,9 @@ pub struct ExtractConfig {
     pub weights: WeightsSpec,
     pub cut: CutName,
     pub dtype: StorageDtype,
+    /// The backbone's arithmetic (`f32` or `bf16`), wherever it runs: extract, predict.
+    #[serde(skip_serializing_if = "ComputeType::is_f32")]
+    pub compute: ComputeType,
     pub batch_size: usize,
     /// Needs a build with the `cuda` feature for `cuda`/`cuda:N`.
     pub device: DeviceSpec,
@@ -178,6 +182,7 @@ impl Default for ExtractConfig {
             weights: WeightsSpec::default(),
             cut: CutName::Pooled,
             dtype: StorageDtype::Auto,
+            compute: ComputeType::F32,
             batch_size: 32,
             device: DeviceSpec::default(),
         }
@@ -231,6 +236,10 @@ impl std::str::FromStr for FoldChoice {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub head: HeadKind,
+    /// The trained part's arithmetic (`f32` or `bf16`): training, validation, and scoring by
+    /// evaluate and predict.
+    #[serde(skip_serializing_if = "ComputeType::is_f32")]
+    pub compute: ComputeType,
     /// Hidden layer sizes of the `mlp` head.
     pub hidden: Vec<usize>,
     pub dropout: f64,
@@ -270,6 +279,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             head: HeadKind::Mlp,
+            compute: ComputeType::F32,
             hidden: vec![1024, 512],
             dropout: 0.5,
             optimizer: OptimizerKind::AdamW,
@@ -428,10 +438,32 @@ impl PipelineConfig {
             }
         }
         self.train.fold.folds(s.folds)?;
+        self.check_compute()?;
         if let Some(a) = self.study.test_accuracy {
             if !(0.0..=1.0).contains(&a) {
                 bail!("study.test_accuracy must be a fraction in [0, 1], got {a}");
             }
+        }
+        Ok(())
+    }
+
+    /// `extract.compute` and `train.compute` against this machine: `bf16` needs the CPU device
+    /// and a CPU with AVX512-BF16, or `DFD_BF16=emulate` ([`compute::BF16_ENV`]). Never a
+    /// silent fallback to f32.
+    pub fn check_compute(&self) -> Result<()> {
+        let keys = [
+            ("extract.compute", self.extract.compute),
+            ("train.compute", self.train.compute),
+        ];
+        for (key, _) in keys.iter().filter(|(_, c)| *c == ComputeType::Bf16) {
+            if self.extract.device.as_str() != "cpu" {
+                bail!(
+                    "{key} = \"bf16\" runs on the CPU kernels, but the device is {} \
+                     (set {key} = \"f32\", or use --device cpu)",
+                    self.extract.device.as_str()
+                );
+            }
+            compute::bf16_usable().with_context(|| format!("{key} = \"bf16\""))?;
         }
         Ok(())
     }

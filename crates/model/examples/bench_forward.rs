@@ -1,6 +1,6 @@
 //! Inference throughput of the backbone on the CPU (random weights, random input).
 //!
-//! `cargo run --release -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled`
+//! `cargo run --release -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled [--compute bf16]`
 //! Prints the median images/s over `--reps` timed batches after one warm-up batch, under the stage
 //! binaries' allocator (`dfd-alloc`), then the achieved GFLOP/s (`Arch::flops`) as a share of the
 //! machine's f32 GEMM peak measured right after (`dfd_ops::roofline`).
@@ -13,7 +13,11 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
-use dfd_model::{Arch, Backbone, BnMode, Cut, DType, Device, Network, ResolvedWeights, Tensor};
+use dfd_layout::config::compute::bf16_usable;
+use dfd_layout::config::ComputeType;
+use dfd_model::{
+    with_compute, Arch, Backbone, BnMode, Cut, DType, Device, Network, ResolvedWeights, Tensor,
+};
 
 type Forward = Box<dyn Fn(&Tensor, Cut) -> candle_core::Result<Tensor>>;
 
@@ -56,13 +60,21 @@ struct Args {
     /// Timed batches (after one warm-up batch).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// The GEMMs' arithmetic, as `extract.compute`: `f32` or `bf16` (AVX512-BF16, or
+    /// `DFD_BF16=emulate`).
+    #[arg(long, default_value = "f32")]
+    compute: ComputeType,
 }
 
 fn main() -> anyhow::Result<()> {
     dfd_alloc::keep_freed_memory();
     let args = Args::parse();
     let arch: Arch = args.arch.parse().context("parsing --arch")?;
-    let forward = model(&arch, args.unfused)?;
+    if args.compute == ComputeType::Bf16 {
+        bf16_usable().context("--compute bf16")?;
+    }
+    let model = model(&arch, args.unfused)?;
+    let forward = |x: &Tensor, cut| with_compute(args.compute, || model(x, cut));
     let x = Tensor::randn(
         0f32,
         1.0,
@@ -81,12 +93,13 @@ fn main() -> anyhow::Result<()> {
     secs.sort_by(f64::total_cmp);
     let median = secs[secs.len() / 2];
     println!(
-        "{} {} px batch {} -> {}{}: {:.3} s/batch, {:.2} img/s (median of {})",
+        "{} {} px batch {} -> {}{}, {}: {:.3} s/batch, {:.2} img/s (median of {})",
         args.arch,
         args.size,
         args.batch,
         args.cut,
         if args.unfused { " (BN unfused)" } else { "" },
+        args.compute,
         median,
         args.batch as f64 / median,
         secs.len()

@@ -1,6 +1,8 @@
-//! Device and dtype choice, and the ImageNet input normalisation.
+//! Device, dtype and arithmetic choice, and the ImageNet input normalisation.
 
 use candle_core::{DType, Device, Tensor};
+use dfd_layout::config::ComputeType;
+use dfd_ops::compute::Compute;
 
 /// ImageNet channel means (RGB), as used by torchvision's pretrained weights.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -24,6 +26,18 @@ pub fn parse_device(s: &str) -> anyhow::Result<Device> {
         );
     }
     Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("opening CUDA device {ordinal}: {e}"))
+}
+
+/// Runs `f` with the model's matrix products in `compute` on this thread
+/// ([`dfd_ops::compute::with_compute`]): how the stages apply `extract.compute` and
+/// `train.compute`, which [`dfd_layout::PipelineConfig::check_compute`] checked against the
+/// machine.
+pub fn with_compute<R>(compute: ComputeType, f: impl FnOnce() -> R) -> R {
+    let compute = match compute {
+        ComputeType::F32 => Compute::F32,
+        ComputeType::Bf16 => Compute::Bf16,
+    };
+    dfd_ops::compute::with_compute(compute, f)
 }
 
 /// Parses "f32" | "bf16" | "f16". Half precisions are for GPU devices only.

@@ -23,7 +23,9 @@ pub use backbone::Backbone;
 pub use blocks::{global_avg_pool, Network, ResLayer};
 pub use bundle::{read_bundle, write_bundle, Bundle, BundleMeta, BUNDLE_FORMAT, RESIZE_RULE};
 pub use candle_core::{DType, Device, Tensor};
-pub use device::{imagenet_normalize, parse_device, parse_dtype, IMAGENET_MEAN, IMAGENET_STD};
+pub use device::{
+    imagenet_normalize, parse_device, parse_dtype, with_compute, IMAGENET_MEAN, IMAGENET_STD,
+};
 pub use head::{dropout, init_layer4_from, Head, HeadSpec, TrainForward, NUM_OUTPUTS};
 pub use memory_format::MemoryFormat;
 pub use norm::{BatchNorm, BnMode, BN_EPS, BN_MOMENTUM};

@@ -11,11 +11,12 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
+use dfd_layout::config::ComputeType;
 use dfd_layout::shards::trained_identity;
 use dfd_layout::{PipelineConfig, RunDir};
 use dfd_model::{
-    resolve_weights, Arch, Backbone, BnMode, Cut, Head, HeadSpec, ResLayer, Score, WeightsSource,
-    NUM_OUTPUTS,
+    resolve_weights, with_compute, Arch, Backbone, BnMode, Cut, Head, HeadSpec, ResLayer, Score,
+    WeightsSource, NUM_OUTPUTS,
 };
 
 use crate::gradcam::{self, Explained};
@@ -101,6 +102,8 @@ pub struct Explanation {
 pub struct Predictor {
     backbone: Backbone,
     members: Members,
+    /// The arithmetic of the backbone and of the heads (`extract.compute`, `train.compute`).
+    compute: (ComputeType, ComputeType),
 }
 
 enum Members {
@@ -181,13 +184,23 @@ impl Predictor {
         for head in &heads {
             same_backbone(head, &weights.identity)?;
         }
-        Self::new(
+        let predictor = Self::new(
             backbone,
             cut,
             config.preprocess.size as usize,
             heads,
             device,
-        )
+        )?;
+        Ok(predictor.computing(config.extract.compute, config.train.compute))
+    }
+
+    /// This predictor with its backbone computing in `backbone` and its heads in `heads` (both
+    /// `f32` unless set; a bundle records no compute type, so it predicts in f32).
+    pub fn computing(self, backbone: ComputeType, heads: ComputeType) -> Self {
+        Self {
+            compute: (backbone, heads),
+            ..self
+        }
     }
 
     /// The model of a dfd-export file (`path`, read into `bundle`): its backbone and the head of
@@ -280,7 +293,11 @@ impl Predictor {
                 }
             }
         };
-        Ok(Self { backbone, members })
+        Ok(Self {
+            backbone,
+            members,
+            compute: (ComputeType::F32, ComputeType::F32),
+        })
     }
 
     /// The activation Grad-CAM explains: layer4 for pooled features and fine-tuned layer4 heads
@@ -305,20 +322,30 @@ impl Predictor {
     /// ([`dfd_model::ensemble`] of each head's [`dfd_model::p_fake`]: [`Head::p_fake`] for
     /// classifier heads).
     pub fn p_fake(&self, x: &Tensor) -> Result<Vec<Score>> {
+        let (backbone, heads) = self.compute;
         let per_head = match &self.members {
-            Members::Classifier { cut, heads } => {
-                let features = self.backbone.forward_to(x, *cut)?;
-                heads
-                    .iter()
-                    .map(|h| h.p_fake(&features))
-                    .collect::<candle_core::Result<Vec<_>>>()?
+            Members::Classifier {
+                cut,
+                heads: members,
+            } => {
+                let features = with_compute(backbone, || self.backbone.forward_to(x, *cut))?;
+                with_compute(heads, || {
+                    members
+                        .iter()
+                        .map(|h| h.p_fake(&features))
+                        .collect::<candle_core::Result<Vec<_>>>()
+                })?
             }
             Members::Finetune(tails) => {
-                let layer3 = self.backbone.forward_to(x, Cut::Layer3)?;
-                tails
-                    .iter()
-                    .map(|t| dfd_model::p_fake(&t.logits(&t.layer4.forward_t(&layer3, false)?)?))
-                    .collect::<candle_core::Result<Vec<_>>>()?
+                let layer3 = with_compute(backbone, || self.backbone.forward_to(x, Cut::Layer3))?;
+                with_compute(heads, || {
+                    tails
+                        .iter()
+                        .map(|t| {
+                            dfd_model::p_fake(&t.logits(&t.layer4.forward_t(&layer3, false)?)?)
+                        })
+                        .collect::<candle_core::Result<Vec<_>>>()
+                })?
             }
         };
         Ok(dfd_model::ensemble(&per_head))
@@ -327,28 +354,36 @@ impl Predictor {
     /// P(fake) as [`Predictor::p_fake`] gives it, and a Grad-CAM map per image over
     /// [`Predictor::heatmap_layer`].
     pub fn explain(&self, x: &Tensor) -> Result<Explanation> {
+        let (backbone, heads) = self.compute;
         let per_head: Vec<Explained> = match &self.members {
-            Members::Classifier { cut, heads } => {
+            Members::Classifier {
+                cut,
+                heads: members,
+            } => {
                 let layer = self.heatmap_layer()?;
-                let maps = self.backbone.forward_to(x, layer)?;
+                let maps = with_compute(backbone, || self.backbone.forward_to(x, layer))?;
                 let pooled = *cut == Cut::Pooled;
-                heads
-                    .iter()
-                    .map(|h| {
-                        gradcam::explain(&maps, |a| {
-                            h.forward(&if pooled { a.mean((2, 3))? } else { a.clone() })
+                with_compute(heads, || {
+                    members
+                        .iter()
+                        .map(|h| {
+                            gradcam::explain(&maps, |a| {
+                                h.forward(&if pooled { a.mean((2, 3))? } else { a.clone() })
+                            })
                         })
-                    })
-                    .collect::<candle_core::Result<_>>()?
+                        .collect::<candle_core::Result<_>>()
+                })?
             }
             Members::Finetune(tails) => {
-                let layer3 = self.backbone.forward_to(x, Cut::Layer3)?;
-                tails
-                    .iter()
-                    .map(|t| {
-                        gradcam::explain(&t.layer4.forward_t(&layer3, false)?, |a| t.logits(a))
-                    })
-                    .collect::<candle_core::Result<_>>()?
+                let layer3 = with_compute(backbone, || self.backbone.forward_to(x, Cut::Layer3))?;
+                with_compute(heads, || {
+                    tails
+                        .iter()
+                        .map(|t| {
+                            gradcam::explain(&t.layer4.forward_t(&layer3, false)?, |a| t.logits(a))
+                        })
+                        .collect::<candle_core::Result<_>>()
+                })?
             }
         };
         let p_fake = dfd_model::ensemble(

@@ -2,7 +2,7 @@
 //! the MLP head (2048 → 1024 → 512 → 2) or the layer4 fine-tune step over 1024×map×map layer3
 //! maps, AdamW (lr 1e-4, weight decay 1e-2), dropout 0.5, batch 64 by default.
 //!
-//!     cargo run --release -p dfd-train --example bench_train -- --head mlp|finetune [--map 14|8] [--batch 64] [--steps 20]
+//!     cargo run --release -p dfd-train --example bench_train -- --head mlp|finetune [--map 14|8] [--batch 64] [--steps 20] [--compute f32|bf16]
 //!
 //! Prints one JSON line with samples/s (one warm-up step is not timed).
 
@@ -12,7 +12,9 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
-use dfd_model::{Arch, Head, HeadSpec};
+use dfd_layout::config::compute::bf16_usable;
+use dfd_layout::config::ComputeType;
+use dfd_model::{with_compute, Arch, Head, HeadSpec};
 use dfd_train::optim::{AdamConfig, Optimizer, OptimizerKind};
 use dfd_train::step::{named_trainable, train_step, StepSettings};
 
@@ -32,11 +34,22 @@ struct Args {
     /// Timed steps.
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// The GEMMs' arithmetic, as `train.compute`: `f32` or `bf16` (AVX512-BF16, or
+    /// `DFD_BF16=emulate`).
+    #[arg(long, default_value = "f32")]
+    compute: ComputeType,
 }
 
 fn main() -> Result<()> {
     dfd_alloc::keep_freed_memory();
     let args = Args::parse();
+    if args.compute == ComputeType::Bf16 {
+        bf16_usable().context("--compute bf16")?;
+    }
+    with_compute(args.compute, || run(&args))
+}
+
+fn run(args: &Args) -> Result<()> {
     let dev = Device::Cpu;
     let (spec, shape) = match args.head.as_str() {
         "mlp" => (
@@ -99,13 +112,16 @@ fn main() -> Result<()> {
             "bench": "train",
             "impl": "dfd-train",
             "head": args.head,
+            "compute": args.compute,
             "batch": args.batch,
             "map": (args.head == "finetune").then_some(args.map),
             "steps": args.steps,
             "seconds": (seconds * 1000.0).round() / 1000.0,
             "samples_per_s": samples_per_s,
             "gflop_per_s": 3.0 * flops * samples_per_s / 1e9,
-            "gemm_peak_gflop_per_s": { "gemm_crate": peak.gemm_crate, "numpy": peak.numpy },
+            "gemm_peak_gflop_per_s": {
+                "gemm_crate": peak.gemm_crate, "numpy": peak.numpy, "bf16": peak.bf16,
+            },
             "share_of_peak": 3.0 * flops * samples_per_s / 1e9 / peak.peak(),
         })
     );

@@ -9,7 +9,7 @@ use dfd_layout::config::Monitor;
 use dfd_layout::manifest::{read_manifest, ManifestRow};
 use dfd_layout::{backbone_key, DataRoot, PipelineConfig};
 use dfd_metrics::{mean_std, MeanStd};
-use dfd_model::{resolve_weights, Arch, WeightsSource};
+use dfd_model::{resolve_weights, with_compute, Arch, WeightsSource};
 use serde::Serialize;
 use serde_json::json;
 
@@ -35,7 +35,7 @@ pub struct CvSummary {
 pub fn run(cli: &Cli) -> Result<()> {
     let ctx = cli.common.load()?;
     let mut cfg = ctx.config;
-    cli.device.apply(&mut cfg);
+    cli.device.apply(&mut cfg)?;
     if let Some(choice) = cli.fold_override() {
         cfg.train.fold = choice;
         cfg.validate().context("the --fold/--folds override")?;
@@ -83,7 +83,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                     throttle: cli.throttle(),
                     rebuild: rebuild.clone(),
                 };
-                summaries.push(job.run()?);
+                summaries.push(with_compute(cfg.train.compute, || job.run())?);
             }
             summaries.sort_by_key(|s| s.fold);
         }

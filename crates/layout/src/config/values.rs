@@ -1,7 +1,7 @@
 //! The typed values of the pipeline's enum-valued keys.
 //!
 //! Each key whose value comes from a fixed list (`extract.arch`, `extract.cut`, `extract.dtype`,
-//! `train.head`, `train.optimizer`, `train.schedule`, `train.monitor`) is a plain enum, and the
+//! `extract.compute`, `train.compute`, `train.head`, `train.optimizer`, `train.schedule`, `train.monitor`) is a plain enum, and the
 //! two free-form keys (`extract.weights`, `extract.device`) are validated types that check only
 //! the syntax (whether the file or the GPU exists is up to the stages that use them). Every type
 //! reads and writes exactly the strings the config has always used, so pinned `config.toml` files,
@@ -132,6 +132,24 @@ named_values! {
         Auto = "auto",
         F16 = "f16",
         F32 = "f32",
+    }
+}
+
+named_values! {
+    /// `extract.compute` and `train.compute`: the arithmetic of the model's matrix products
+    /// (convolutions and linear layers). Storage is `extract.dtype`'s business.
+    pub enum ComputeType = "compute" {
+        /// f32 operands and sums (the default).
+        F32 = "f32",
+        /// Operands rounded to bf16, products summed in f32: a CPU with AVX512-BF16 only.
+        Bf16 = "bf16",
+    }
+}
+
+impl ComputeType {
+    /// Whether this is the default, `f32` (left out of written configs, so their hashes stay).
+    pub fn is_f32(&self) -> bool {
+        *self == Self::F32
     }
 }
 

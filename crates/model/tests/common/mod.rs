@@ -54,16 +54,18 @@ impl Reference {
             .collect()
     }
 
-    /// Asserts `actual` matches the stored reference `key`: shape, max |diff| at the stored
-    /// positions within TOLERANCE·absmax, and whole-tensor mean and rms within the same bound.
-    pub fn check(&self, key: &str, actual: &Tensor) {
-        self.check_scaled(key, actual, 0.0)
+    /// max |actual − reference| over the fixture's samples of `key`, divided by
+    /// `max(absmax, scale)`: how far another arithmetic (bf16) lands from PyTorch's f32.
+    pub fn relative_deviation(&self, key: &str, actual: &Tensor, scale: f64) -> f64 {
+        self.check_shape(key, actual);
+        let absmax = self
+            .tensor(&format!("{key}.stats"))
+            .to_vec1::<f32>()
+            .unwrap()[0] as f64;
+        self.max_diff(key, actual).0 / absmax.max(scale).max(f64::MIN_POSITIVE)
     }
 
-    /// [`check`](Self::check) with the bound scaled to `max(absmax, scale)`: for values that are
-    /// cancelling sums of larger terms (e.g. a bias gradient summing per-sample terms of size up
-    /// to `1/batch` that nearly cancel), where f32 rounding follows the terms, not the result.
-    pub fn check_scaled(&self, key: &str, actual: &Tensor, scale: f64) {
+    fn check_shape(&self, key: &str, actual: &Tensor) {
         let shape: Vec<usize> = self
             .tensor(&format!("{key}.shape"))
             .to_vec1::<i64>()
@@ -72,12 +74,10 @@ impl Reference {
             .map(|&d| d as usize)
             .collect();
         assert_eq!(actual.dims(), shape.as_slice(), "{key}: shape");
-        let stats = self
-            .tensor(&format!("{key}.stats"))
-            .to_vec1::<f32>()
-            .unwrap();
-        let (absmax, mean, rms) = (stats[0] as f64, stats[1] as f64, stats[2] as f64);
-        let bound = TOLERANCE * absmax.max(scale).max(f64::MIN_POSITIVE);
+    }
+
+    /// The largest difference over the fixture's samples of `key`, and `actual` flattened.
+    fn max_diff(&self, key: &str, actual: &Tensor) -> (f64, Vec<f32>) {
         let flat = actual
             .to_dtype(DType::F32)
             .unwrap()
@@ -101,6 +101,27 @@ impl Reference {
             .zip(&expected)
             .map(|(&i, &e)| (flat[i] as f64 - e as f64).abs())
             .fold(0.0, f64::max);
+        (max_diff, flat)
+    }
+
+    /// Asserts `actual` matches the stored reference `key`: shape, max |diff| at the stored
+    /// positions within TOLERANCE·absmax, and whole-tensor mean and rms within the same bound.
+    pub fn check(&self, key: &str, actual: &Tensor) {
+        self.check_scaled(key, actual, 0.0)
+    }
+
+    /// [`check`](Self::check) with the bound scaled to `max(absmax, scale)`: for values that are
+    /// cancelling sums of larger terms (e.g. a bias gradient summing per-sample terms of size up
+    /// to `1/batch` that nearly cancel), where f32 rounding follows the terms, not the result.
+    pub fn check_scaled(&self, key: &str, actual: &Tensor, scale: f64) {
+        self.check_shape(key, actual);
+        let stats = self
+            .tensor(&format!("{key}.stats"))
+            .to_vec1::<f32>()
+            .unwrap();
+        let (absmax, mean, rms) = (stats[0] as f64, stats[1] as f64, stats[2] as f64);
+        let bound = TOLERANCE * absmax.max(scale).max(f64::MIN_POSITIVE);
+        let (max_diff, flat) = self.max_diff(key, actual);
         assert!(
             max_diff <= bound,
             "{key}: max |diff| {max_diff:e} > {bound:e} (absmax {absmax})"
