@@ -12,7 +12,8 @@ pub use crate::batchnorm::{zip_map, SliceBatchNorm, SliceBatchNormGrads};
 pub use crate::storage::all_cpu_f32;
 
 /// The sizes of one convolution on channels-major activations (OIHW weight, dilation 1), for a
-/// kernel the GEMM path takes (1×1, 3×3 or 7×7).
+/// kernel the GEMM path takes (1×1, 3×3 or 7×7), and the arithmetic its GEMMs use: the calling
+/// thread's [`crate::compute::current`] when it was built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape(ConvGeom);
 

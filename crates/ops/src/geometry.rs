@@ -86,13 +86,17 @@ impl ConvGeom {
             return None;
         }
         let weight = (self.cout, self.cin, 1, 1);
-        ConvGeom::new(
+        let flat = ConvGeom::new(
             (1, self.cin, self.n * self.h, self.w),
             weight,
             self.stride,
             0,
             1,
-        )
+        )?;
+        Some(ConvGeom {
+            compute: self.compute,
+            ..flat
+        })
     }
 
     /// Dimensions of an activation with `c` channels and `h×w` pixels, in this layout.

@@ -138,7 +138,7 @@ named_values! {
 named_values! {
     /// `extract.compute` and `train.compute`: the arithmetic of the model's matrix products
     /// (convolutions and linear layers). Storage is `extract.dtype`'s business.
-    pub enum ComputeType = "compute" {
+    pub enum ComputeType = "extract.compute or train.compute" {
         /// f32 operands and sums (the default).
         F32 = "f32",
         /// Operands rounded to bf16, products summed in f32: a CPU with AVX512-BF16 only.

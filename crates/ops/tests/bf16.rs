@@ -1,0 +1,84 @@
+//! bf16 compute through the ops: convolutions (NCHW, channels-major, fused bias + ReLU) and a
+//! linear layer built under `with_compute(Bf16)` give, forward and backward, what the f32 ops give
+//! on operands rounded to bf16 (the backward computes as its forward did, even outside the
+//! scope), and differ from plain f32. Emulated where the CPU has no AVX512-BF16.
+
+use candle_core::{DType, Result, Tensor, Var};
+use dfd_ops::compute::{with_compute, Compute};
+
+mod common;
+use common::{assert_close, max_abs, tensor};
+
+fn rounded(t: &Tensor) -> Result<Tensor> {
+    t.to_dtype(DType::BF16)?.to_dtype(DType::F32)
+}
+
+/// `f(vars)` in bf16 against `f(rounded vars)` in f32: values, and the gradients of
+/// `sum(out · r)` with `r` exact in bf16 (so the upstream gradient rounds to itself).
+fn bf16_vs_rounded(
+    what: &str,
+    vars: &[Tensor],
+    f: impl Fn(&[Var]) -> Result<Tensor>,
+) -> Result<()> {
+    let plain: Vec<Var> = vars.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+    let rounded_vars: Vec<Var> = vars
+        .iter()
+        .map(|t| Var::from_tensor(&rounded(t)?))
+        .collect::<Result<_>>()?;
+    let bf16 = with_compute(Compute::Bf16, || f(&plain))?;
+    let reference = f(&rounded_vars)?;
+    assert_close(&format!("{what}: values"), &bf16, &reference)?;
+    let f32_out = f(&plain)?;
+    let apart = max_abs(&(&f32_out - &bf16)?)?;
+    assert!(apart > 1e-5 * max_abs(&f32_out)?, "{what}: bf16 equals f32");
+    let r = rounded(&tensor(bf16.dims(), 99)?)?;
+    let grads = (&bf16 * &r)?.sum_all()?.backward()?;
+    let ref_grads = (&reference * &r)?.sum_all()?.backward()?;
+    for (i, (v, rv)) in plain.iter().zip(&rounded_vars).enumerate() {
+        let (Some(g), Some(want)) = (grads.get(v.as_tensor()), ref_grads.get(rv.as_tensor()))
+        else {
+            panic!("{what}: no gradient for argument {i}");
+        };
+        assert_close(&format!("{what}: gradient {i}"), g, want)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn convolutions_in_bf16_equal_f32_on_rounded_operands() -> Result<()> {
+    for (cin, cout, k, stride, pad, groups) in [
+        (8, 16, 1, 1, 0, 1),
+        (32, 32, 3, 2, 1, 8),
+        (3, 8, 7, 2, 3, 1),
+    ] {
+        let x = tensor(&[2, cin, 9, 9], 1)?;
+        let w = (tensor(&[cout, cin / groups, k, k], 2)? * 0.3)?;
+        let what = format!("conv2d {cin}→{cout} k{k} s{stride} g{groups}");
+        bf16_vs_rounded(&what, &[x.clone(), w.clone()], |v| {
+            dfd_ops::conv2d(v[0].as_tensor(), v[1].as_tensor(), stride, pad, groups)
+        })?;
+        let cm = x.permute((1, 0, 2, 3))?.contiguous()?;
+        bf16_vs_rounded(&format!("{what} channels-major"), &[cm, w.clone()], |v| {
+            dfd_ops::conv2d_channels_major(v[0].as_tensor(), v[1].as_tensor(), stride, pad, groups)
+        })?;
+        let bias = tensor(&[cout], 3)?;
+        let fused = |x: &Tensor, w: &Tensor| {
+            dfd_ops::conv2d_bias_relu(x, w, &bias, stride, pad, groups, true)
+        };
+        assert_close(
+            &format!("{what} +bias relu"),
+            &with_compute(Compute::Bf16, || fused(&x, &w))?,
+            &fused(&rounded(&x)?, &rounded(&w)?)?,
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn linear_in_bf16_equals_f32_on_rounded_operands() -> Result<()> {
+    let (x, w) = (tensor(&[6, 40], 4)?, tensor(&[5, 40], 5)?);
+    let b = tensor(&[5], 6)?;
+    bf16_vs_rounded("linear", &[x, w], |v| {
+        dfd_ops::linear(v[0].as_tensor(), v[1].as_tensor(), &b)
+    })
+}
