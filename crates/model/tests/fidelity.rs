@@ -36,13 +36,19 @@ fn parameter_names_and_shapes_are_torchvision_state_dict() {
     );
 }
 
-fn eval_matches_pytorch(size: usize) {
-    let reference = Reference::load();
+/// The fixtures' backbone: the deterministic weights, through a weights file as the stages load it.
+fn deterministic_backbone(reference: &Reference) -> Backbone {
     let arch = reference.arch();
     let dir = tempfile::tempdir().unwrap();
     let path = deterministic_weights_file(&arch, dir.path());
     let weights = resolve_weights(&WeightsSource::File(path), &arch).unwrap();
-    let backbone = Backbone::load(&arch, &weights, &Device::Cpu, DType::F32).unwrap();
+    Backbone::load(&arch, &weights, &Device::Cpu, DType::F32).unwrap()
+}
+
+fn eval_matches_pytorch(size: usize) {
+    let reference = Reference::load();
+    let arch = reference.arch();
+    let backbone = deterministic_backbone(&reference);
 
     let images = reference.tensor(&format!("s{size}.images"));
     let input = imagenet_normalize(images, DType::F32).unwrap();
@@ -179,11 +185,7 @@ fn train_step_of_finetune_block_through_forward_train_matches_pytorch() {
 fn bf16_compute_stays_near_pytorch_f32() {
     use dfd_ops::compute::{with_compute, Compute};
     let reference = Reference::load();
-    let arch = reference.arch();
-    let dir = tempfile::tempdir().unwrap();
-    let path = deterministic_weights_file(&arch, dir.path());
-    let weights = resolve_weights(&WeightsSource::File(path), &arch).unwrap();
-    let backbone = Backbone::load(&arch, &weights, &Device::Cpu, DType::F32).unwrap();
+    let backbone = deterministic_backbone(&reference);
     let input = imagenet_normalize(reference.tensor("s224.images"), DType::F32).unwrap();
     let mut x = input.clone();
     let mut from = None;

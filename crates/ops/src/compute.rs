@@ -32,14 +32,7 @@ thread_local! {
 /// Runs `f` with the GEMMs of the ops it builds on this thread computing in `compute`. Nests; the
 /// previous choice is restored afterwards, also on panic. Other threads are not affected.
 pub fn with_compute<R>(compute: Compute, f: impl FnOnce() -> R) -> R {
-    struct Restore(Compute);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            CURRENT.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(CURRENT.with(|c| c.replace(compute)));
-    f()
+    crate::fallback::with_thread_value(&CURRENT, compute, f)
 }
 
 /// The arithmetic ops built on this thread now use.

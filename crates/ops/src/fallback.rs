@@ -5,6 +5,7 @@
 //! the code a GPU runs is tested on the CPU, against the fast path.
 
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 thread_local! {
     static FORCED: Cell<bool> = const { Cell::new(false) };
@@ -15,13 +16,23 @@ thread_local! {
 /// The decision is made on the calling thread before any work is spread over rayon's pool, so
 /// other threads (parallel tests) are not affected.
 pub fn with_fallbacks<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
+    with_thread_value(&FORCED, true, f)
+}
+
+/// Runs `f` with the thread-local `key` set to `value`, restoring its previous value afterwards,
+/// also on panic (the scoping of [`with_fallbacks`] and [`crate::compute::with_compute`]).
+pub(crate) fn with_thread_value<T: Copy + 'static, R>(
+    key: &'static LocalKey<Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            FORCED.with(|c| c.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(FORCED.with(|c| c.replace(true)));
+    let _restore = Restore(key, key.with(|c| c.replace(value)));
     f()
 }
 

@@ -7,7 +7,7 @@ use candle_core::{DType, Result, Tensor, Var};
 use dfd_ops::compute::{with_compute, Compute};
 
 mod common;
-use common::{assert_close, max_abs, tensor};
+use common::{assert_close, assert_grads_close, max_abs, tensor};
 
 fn rounded(t: &Tensor) -> Result<Tensor> {
     t.to_dtype(DType::BF16)?.to_dtype(DType::F32)
@@ -34,14 +34,12 @@ fn bf16_vs_rounded(
     let r = rounded(&tensor(bf16.dims(), 99)?)?;
     let grads = (&bf16 * &r)?.sum_all()?.backward()?;
     let ref_grads = (&reference * &r)?.sum_all()?.backward()?;
-    for (i, (v, rv)) in plain.iter().zip(&rounded_vars).enumerate() {
-        let (Some(g), Some(want)) = (grads.get(v.as_tensor()), ref_grads.get(rv.as_tensor()))
-        else {
-            panic!("{what}: no gradient for argument {i}");
-        };
-        assert_close(&format!("{what}: gradient {i}"), g, want)?;
-    }
-    Ok(())
+    let pairs: Vec<_> = plain
+        .iter()
+        .zip(&rounded_vars)
+        .map(|(v, r)| (v.as_tensor(), r.as_tensor()))
+        .collect();
+    assert_grads_close(what, &grads, &ref_grads, &pairs)
 }
 
 #[test]

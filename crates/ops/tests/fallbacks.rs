@@ -7,7 +7,7 @@ use candle_core::{Result, Tensor, Var};
 use dfd_ops::fallback::with_fallbacks;
 
 mod common;
-use common::{assert_close, tensor};
+use common::{assert_close, assert_grads_close, tensor};
 
 /// `f` on the fast path and forced onto its fallback: the outputs, then the gradients of
 /// `sum(out · r)` w.r.t. every variable in `vars`, must agree.
@@ -18,16 +18,11 @@ fn fast_vs_fallback(what: &str, vars: &[&Var], f: impl Fn() -> Result<Tensor>) -
     let r = tensor(fast.dims(), 99)?;
     let fast_grads = (&fast * &r)?.sum_all()?.backward()?;
     let slow_grads = (&slow * &r)?.sum_all()?.backward()?;
-    for (i, var) in vars.iter().enumerate() {
-        let (Some(a), Some(b)) = (
-            slow_grads.get(var.as_tensor()),
-            fast_grads.get(var.as_tensor()),
-        ) else {
-            panic!("{what}: no gradient for argument {i}");
-        };
-        assert_close(&format!("{what}: gradient {i}"), a, b)?;
-    }
-    Ok(())
+    let pairs: Vec<_> = vars
+        .iter()
+        .map(|v| (v.as_tensor(), v.as_tensor()))
+        .collect();
+    assert_grads_close(what, &slow_grads, &fast_grads, &pairs)
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: deterministic inputs and a scaled closeness check.
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor};
 
 /// Deterministic values in [-1, 1) (xorshift), so failures reproduce.
@@ -36,5 +37,23 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<()> {
         diff <= 1e-4 * scale,
         "{what}: max|diff| {diff:e} vs magnitude {scale}"
     );
+    Ok(())
+}
+
+/// Asserts that `got` holds, for every `(var, want_var)` pair, a gradient of `var` close to
+/// `want`'s gradient of `want_var` ([`assert_close`]); argument `i` is named in failures.
+#[allow(dead_code)] // for the test crates that compare gradients (fallbacks, bf16)
+pub fn assert_grads_close(
+    what: &str,
+    got: &GradStore,
+    want: &GradStore,
+    pairs: &[(&Tensor, &Tensor)],
+) -> Result<()> {
+    for (i, (var, want_var)) in pairs.iter().enumerate() {
+        let (Some(g), Some(w)) = (got.get(var), want.get(want_var)) else {
+            panic!("{what}: no gradient for argument {i}");
+        };
+        assert_close(&format!("{what}: gradient {i}"), g, w)?;
+    }
     Ok(())
 }
