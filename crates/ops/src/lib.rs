@@ -37,6 +37,7 @@ mod pool;
 pub mod roofline;
 mod scratch;
 mod storage;
+mod threads;
 
 pub use batchnorm::{add_relu, batch_norm_train, batch_norm_train_channels_major, BatchNormTrain};
 use candle_core::{Result, Tensor};
@@ -45,6 +46,7 @@ pub use host::{update_f32, with_f32};
 pub use linear::linear;
 pub use pool::max_pool2d;
 use storage::all_cpu_f32;
+pub use threads::on_pool;
 
 /// 2-D convolution of `x` (N×C_in×H×W) with `w` (C_out×C_in/groups×kh×kw), dilation 1.
 ///

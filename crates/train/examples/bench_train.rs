@@ -46,7 +46,8 @@ fn main() -> Result<()> {
     if args.compute == ComputeType::Bf16 {
         bf16_usable().context("--compute bf16")?;
     }
-    with_compute(args.compute, || run(&args))
+    // As dfd-train runs its folds: on a pool thread (`dfd_ops::on_pool`).
+    with_compute(args.compute, || dfd_ops::on_pool(|| run(&args)))
 }
 
 fn run(args: &Args) -> Result<()> {

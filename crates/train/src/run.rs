@@ -83,7 +83,9 @@ pub fn run(cli: &Cli) -> Result<()> {
                     throttle: cli.throttle(),
                     rebuild: rebuild.clone(),
                 };
-                summaries.push(with_compute(cfg.train.compute, || job.run())?);
+                summaries.push(with_compute(cfg.train.compute, || {
+                    dfd_ops::on_pool(|| job.run())
+                })?);
             }
             summaries.sort_by_key(|s| s.fold);
         }
