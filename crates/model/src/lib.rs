@@ -20,7 +20,7 @@ mod weights;
 
 pub use arch::{Arch, Cut};
 pub use backbone::Backbone;
-pub use blocks::{global_avg_pool, Network, ResLayer};
+pub use blocks::{global_avg_pool, Linear, Network, ResLayer};
 pub use bundle::{read_bundle, write_bundle, Bundle, BundleMeta, BUNDLE_FORMAT, RESIZE_RULE};
 pub use candle_core::{DType, Device, Tensor};
 pub use device::{

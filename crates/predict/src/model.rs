@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use dfd_layout::checkpoint::{Checkpoint, CHECKPOINT_WEIGHTS};
 use dfd_layout::config::ComputeType;
 use dfd_layout::shards::trained_identity;
 use dfd_layout::{PipelineConfig, RunDir};
 use dfd_model::{
-    resolve_weights, with_compute, Arch, Backbone, BnMode, Cut, Head, HeadSpec, ResLayer, Score,
-    WeightsSource, NUM_OUTPUTS,
+    resolve_weights, with_compute, Arch, Backbone, BnMode, Cut, Head, HeadSpec, Linear, ResLayer,
+    Score, WeightsSource, NUM_OUTPUTS,
 };
 
 use crate::gradcam::{self, Explained};
@@ -132,9 +132,11 @@ impl FinetuneTail {
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let layer4 = ResLayer::new(&vb.pp("layer4"), arch, 3, BnMode::Frozen)?;
         let channels = arch.channels(Cut::Pooled);
+        // The training head's own Linear (`dfd_ops::linear`), so the scores are computed as
+        // evaluate computes them, in `train.compute`.
         let fc = Linear::new(
             vb.get((NUM_OUTPUTS, channels), "fc.weight")?,
-            Some(vb.get(NUM_OUTPUTS, "fc.bias")?),
+            vb.get(NUM_OUTPUTS, "fc.bias")?,
         );
         Ok(Self { layer4, fc })
     }
