@@ -4,9 +4,12 @@
 //! The choice is made per thread with [`with_compute`], read when an op is built (a convolution
 //! or linear layer records it, so its backward computes like its forward), and applies only to
 //! the fast CPU kernels: the candle fallbacks compute in their tensors' dtype. Everything around
-//! the GEMMs (BatchNorm, ReLU, pooling, the optimiser) stays f32.
+//! the GEMMs (BatchNorm, ReLU, pooling, the optimiser) stays f32, and so do GEMMs with fewer than
+//! [`MIN_ROWS`] output rows (the narrow groups of layer1–3's grouped convolutions), where bf16
+//! would not be faster.
 //!
-//! bf16 runs the AVX512-BF16 microkernel where the CPU has it ([`bf16_native`]). Elsewhere it is
+//! bf16 runs the AMX kernel where the CPU has AMX-BF16 and Linux grants the tile registers, else
+//! the AVX512-BF16 microkernel where the CPU has it ([`bf16_native`], [`kernel_name`]). Elsewhere it is
 //! emulated exactly: the operands are rounded to bf16 and multiplied by the f32 GEMM, which gives
 //! the same products (a product of two bf16 values is exact in f32) and f32 sums in another
 //! order. The emulation is slower than f32; it exists so that the numerics can be checked on any
@@ -14,6 +17,8 @@
 //! asked for the emulation.
 
 use std::cell::Cell;
+
+pub use crate::bf16::{allow_amx, kernel_name, MIN_ROWS};
 
 /// The arithmetic of a GEMM.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

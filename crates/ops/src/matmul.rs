@@ -79,6 +79,28 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Whether each row is contiguous (unit column stride).
+    pub fn rows_contiguous(&self) -> bool {
+        self.cs == 1
+    }
+
+    /// Elements `c0..c0+n` of row `r`: borrowed when the row is contiguous, else gathered into
+    /// `tmp` (at least `n` long). Panics outside the matrix.
+    pub fn row_run<'s>(&'s self, r: usize, c0: usize, n: usize, tmp: &'s mut [f32]) -> &'s [f32] {
+        assert!(
+            r < self.rows && c0 + n <= self.cols,
+            "run {r},{c0}+{n} outside"
+        );
+        if self.cs == 1 {
+            let start = r * self.rs + c0;
+            return &self.data[start..start + n];
+        }
+        for (j, t) in tmp[..n].iter_mut().enumerate() {
+            *t = self.at(r, c0 + j);
+        }
+        &tmp[..n]
+    }
+
     fn fits(&self, len: usize) -> bool {
         self.rows == 0
             || self.cols == 0
@@ -176,6 +198,7 @@ pub(crate) fn matmul(
         }
         return;
     }
+    let k = a.cols;
     if compute == Compute::Bf16 {
         return crate::bf16::matmul(dst, accumulate, a, b, par);
     }

@@ -1,14 +1,15 @@
 //! The machine's f32 GEMM peak, for the benches' roofline figures: the rate of a large square
 //! product through the `gemm` crate (the kernels this crate uses, all of rayon's threads), and
 //! OpenBLAS's through numpy when a `python3` with numpy is there. The peak is the larger. Where
-//! the CPU has AVX512-BF16, the bf16 kernel's rate is measured and printed too.
+//! the CPU has AVX512-BF16, the bf16 kernel's rate (AMX or AVX512-BF16) is measured and printed
+//! too.
 
 use std::process::Command;
 use std::time::Instant;
 
 use gemm::Parallelism;
 
-use crate::compute::{bf16_native, Compute};
+use crate::compute::{bf16_native, kernel_name, Compute};
 use crate::matmul::{matmul, MatMut, MatRef};
 
 /// Side of the square matrices the peak is measured on.
@@ -56,9 +57,9 @@ impl GemmPeak {
             || "not measured (no python3 with numpy)".into(),
             |r| format!("{r:.0}"),
         );
-        let bf16 = self
-            .bf16
-            .map_or_else(String::new, |r| format!("; bf16 kernel {r:.0} GFLOP/s"));
+        let bf16 = self.bf16.map_or_else(String::new, |r| {
+            format!("; bf16 {} kernel {r:.0} GFLOP/s", kernel_name())
+        });
         format!(
             "{achieved_gflops:.1} GFLOP/s = {:.0}% of the f32 GEMM peak (gemm crate {:.0}, \
              OpenBLAS via numpy {numpy} GFLOP/s, {PEAK_SIDE}x{PEAK_SIDE}{bf16})",
@@ -133,7 +134,7 @@ mod tests {
         }
         .line(100.0);
         assert!(
-            with_bf16.ends_with("; bf16 kernel 900 GFLOP/s)"),
+            with_bf16.ends_with(&format!("; bf16 {} kernel 900 GFLOP/s)", kernel_name())),
             "{with_bf16}"
         );
         let alone = GemmPeak { numpy: None, ..p };

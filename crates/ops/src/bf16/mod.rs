@@ -1,25 +1,76 @@
-//! GEMM with bf16 operands and f32 sums ([`crate::compute::Compute::Bf16`]): the AVX512-BF16
-//! kernel where the CPU has it, else the exact emulation (operands rounded to bf16, then the f32
-//! GEMM).
+//! GEMM with bf16 operands and f32 sums ([`crate::compute::Compute::Bf16`]): the AMX kernel
+//! where the CPU and the OS allow it, else the AVX512-BF16 kernel where the CPU has it, else the
+//! exact emulation (operands rounded to bf16, then the f32 GEMM).
+//!
+//! Products with fewer than [`MIN_ROWS`] rows (the grouped 3×3 convolutions' 4 to 16 output
+//! channels per group in layer1–3, a linear layer on a small batch) compute in f32, everywhere:
+//! a tile mostly of padding, or rounding copies bigger than the product, is slower than the f32
+//! GEMM, so bf16 would lose precision for nothing.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod kernel;
 mod lanes;
+mod pack;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::compute::{bf16_native, Compute};
 use crate::matmul::{MatMut, MatRef};
-use kernel::{Dst, MR, NR};
+use kernel::Dst;
+#[cfg(target_arch = "x86_64")]
+use kernel::Kernel;
 
-/// `x` rounded to bf16 (nearest, ties to even), as raw bits.
+/// `x` rounded to bf16 as the hardware's conversion does, as raw bits: nearest, ties to even;
+/// f32 subnormals become zero (of the same sign).
 pub(crate) fn round_bits(x: f32) -> u16 {
+    if x.is_subnormal() {
+        return ((x.to_bits() >> 16) & 0x8000) as u16;
+    }
     half::bf16::from_f32(x).to_bits()
 }
 
-/// `x` rounded to bf16, as an f32.
-pub(crate) fn round(x: f32) -> f32 {
-    half::bf16::from_f32(x).to_f32()
+/// `x` rounded to bf16 ([`round_bits`]), as an f32.
+#[cfg(test)]
+fn round(x: f32) -> f32 {
+    f32::from_bits(u32::from(round_bits(x)) << 16)
+}
+
+/// Products with fewer rows than this compute in f32 (the AMX tile's height).
+pub const MIN_ROWS: usize = 32;
+
+/// Whether the AMX kernel may be used where present (see [`allow_amx`]).
+static AMX_ALLOWED: AtomicBool = AtomicBool::new(true);
+
+/// Allows (the default) or forbids the AMX kernel for the whole process; forbidden, bf16 GEMMs
+/// run on the AVX512-BF16 kernel. For comparing the two (the benches' `--bf16-kernel`).
+pub fn allow_amx(allowed: bool) {
+    AMX_ALLOWED.store(allowed, Ordering::Relaxed);
+}
+
+/// The kernel bf16 GEMMs run on now: `"AMX"`, `"AVX512-BF16"` or `"emulated"`.
+pub fn kernel_name() -> &'static str {
+    if use_amx() {
+        "AMX"
+    } else if bf16_native() {
+        "AVX512-BF16"
+    } else {
+        "emulated"
+    }
+}
+
+fn use_amx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        AMX_ALLOWED.load(Ordering::Relaxed) && amx::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// `dst = a·b` (or `+=` when `accumulate`) with bf16 operands and f32 sums, in parallel per
@@ -31,25 +82,29 @@ pub(crate) fn matmul(
     b: MatRef<'_>,
     par: Parallelism,
 ) {
-    if !bf16_native() {
-        return emulated(dst, accumulate, a, b, par);
+    if dst.rows < MIN_ROWS {
+        return crate::matmul::matmul(dst, accumulate, a, b, par, Compute::F32);
     }
     #[cfg(target_arch = "x86_64")]
-    split(dst, a, b, par, |d, a, b| {
-        // SAFETY: `split` hands out disjoint blocks of `dst` with the matching rows of `a` and
-        // columns of `b`; `bf16_native` checked the CPU features.
-        unsafe { kernel::avx512(d, accumulate, a, b) }
-    });
+    if use_amx() {
+        return split(dst, a, b, par, amx::Amx::MR, |d, a, b| {
+            // SAFETY: `split` hands out disjoint blocks of `dst` with the matching rows of `a`
+            // and columns of `b`; `available` checked the CPU and got the tiles from the OS.
+            unsafe { amx::gemm(d, accumulate, a, b) }
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if bf16_native() {
+        return split(dst, a, b, par, kernel::VDP_MR, |d, a, b| {
+            // SAFETY: as above; `bf16_native` checked the CPU features.
+            unsafe { kernel::avx512(d, accumulate, a, b) }
+        });
+    }
+    emulated(dst, accumulate, a, b, par)
 }
 
 /// The emulation: `a` and `b` rounded to bf16 into row-major copies, multiplied by the f32 GEMM.
 fn emulated(dst: MatMut<'_>, accumulate: bool, a: MatRef<'_>, b: MatRef<'_>, par: Parallelism) {
-    let rounded = |m: &MatRef<'_>| -> Vec<f32> {
-        (0..m.rows)
-            .flat_map(|r| (0..m.cols).map(move |c| (r, c)))
-            .map(|(r, c)| round(m.at(r, c)))
-            .collect()
-    };
     let (ar, br) = (rounded(&a), rounded(&b));
     crate::matmul::matmul(
         dst,
@@ -61,13 +116,29 @@ fn emulated(dst: MatMut<'_>, accumulate: bool, a: MatRef<'_>, b: MatRef<'_>, par
     );
 }
 
+/// `m` with every element rounded to bf16 ([`round`]), row-major.
+fn rounded(m: &MatRef<'_>) -> Vec<f32> {
+    let mut out = vec![0f32; m.rows * m.cols];
+    let mut bits = vec![0u16; m.cols];
+    let mut tmp = vec![0f32; m.cols];
+    for (r, row) in out.chunks_exact_mut(m.cols.max(1)).enumerate() {
+        pack::to_bf16(m.row_run(r, 0, m.cols, &mut tmp), &mut bits);
+        for (o, &h) in row.iter_mut().zip(&bits) {
+            *o = f32::from_bits(u32::from(h) << 16);
+        }
+    }
+    out
+}
+
 /// Runs `f` on blocks of `dst` that together cover it, each with its rows of `a` and columns of
-/// `b`: one block per thread of `par`, cut along the longer side in whole tiles.
+/// `b`: one block per thread of `par`, cut along the longer side in whole tiles (`mr` rows or
+/// [`pack::NR`] columns).
 fn split(
     dst: MatMut<'_>,
     a: MatRef<'_>,
     b: MatRef<'_>,
     par: Parallelism,
+    mr: usize,
     f: impl Fn(Dst, MatRef<'_>, MatRef<'_>) + Sync,
 ) {
     let whole = Dst {
@@ -86,9 +157,9 @@ fn split(
     }
     let by_rows = whole.rows >= whole.cols;
     let (len, tile) = if by_rows {
-        (whole.rows, MR)
+        (whole.rows, mr)
     } else {
-        (whole.cols, NR)
+        (whole.cols, pack::NR)
     };
     let chunk = len.div_ceil(threads).next_multiple_of(tile);
     (0..len.div_ceil(chunk)).into_par_iter().for_each(|i| {
@@ -139,11 +210,27 @@ mod tests {
         }
     }
 
-    /// Odd sizes (edges in every direction, an odd and a multi-block K), strided and transposed
-    /// operands, overwrite and accumulate, one thread and split: the packed kernel (with the
-    /// instructions emulated) equals the definition.
-    #[test]
-    fn the_packed_kernel_equals_the_definition() {
+    /// Runs kernel `K` through `split` (tiles of `mr` rows) on `dst`.
+    fn run<K: kernel::Kernel>(
+        dst: MatMut<'_>,
+        acc: bool,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        par: Parallelism,
+    ) {
+        // SAFETY: callers pass only kernels whose CPU features are present; sizes agree.
+        split(dst, a, b, par, K::MR, |d, a, b| unsafe {
+            gemm::<K>(d, acc, a, b)
+        });
+    }
+
+    /// Odd sizes (edges in every direction, odd and multi-block K, M and N), both layouts of each
+    /// operand (rows or columns contiguous, strided), overwrite and accumulate, one thread and
+    /// split: the packed kernel equals the definition.
+    fn check_kernel(
+        name: &str,
+        gemm: impl Fn(MatMut<'_>, bool, MatRef<'_>, MatRef<'_>, Parallelism),
+    ) {
         let sizes = [
             (1, 1, 1),
             (13, 33, 7),
@@ -152,39 +239,66 @@ mod tests {
             (100, 40, 9),
             (3, 530, 5),
             (5, 100, 257),
+            (140, 545, 1100),
         ];
         for &(m, n, k) in &sizes {
             let (av, bv) = (values(m, k + 3, 1), values(n, k, 2));
-            // a: m×k inside a row stride of k+3; b: given as its transpose (n×k).
-            let a = MatRef::rows(&av, m, k, k + 3);
-            let b = MatRef::rows(&bv, n, k, k).t();
-            let want = reference(&a, &b);
-            for (accumulate, par) in [(false, Parallelism::None), (true, Parallelism::Rayon(3))] {
-                let start = values(m, n, 3);
-                let mut d = start.clone();
-                let dst = MatMut::rows(&mut d, m, n, n);
-                // SAFETY: the emulation needs no CPU feature; sizes agree.
-                split(dst, a, b, par, |d, a, b| unsafe {
-                    gemm::<Emulated>(d, accumulate, a, b)
-                });
-                let want: Vec<(f64, f64)> = want
-                    .iter()
-                    .zip(&start)
-                    .map(|(&(w, m), &s)| {
-                        if accumulate {
-                            (w + f64::from(s), m + f64::from(s.abs()))
-                        } else {
-                            (w, m)
-                        }
-                    })
-                    .collect();
-                assert_close(
-                    &d,
-                    &want,
-                    k,
-                    &format!("{m}x{n}x{k} accumulate={accumulate}"),
-                );
+            let (avt, bvt) = (values(k, m, 4), values(k, n, 5));
+            // a: m×k inside a row stride of k+3, or given as its transpose; b: given as its
+            // transpose (n×k), or row-major.
+            let layouts = [
+                (
+                    MatRef::rows(&av, m, k, k + 3),
+                    MatRef::rows(&bv, n, k, k).t(),
+                ),
+                (MatRef::rows(&avt, k, m, m).t(), MatRef::rows(&bvt, k, n, n)),
+            ];
+            for (a, b) in layouts {
+                let want = reference(&a, &b);
+                for (accumulate, par) in [(false, Parallelism::None), (true, Parallelism::Rayon(3))]
+                {
+                    let start = values(m, n, 3);
+                    let mut d = start.clone();
+                    gemm(MatMut::rows(&mut d, m, n, n), accumulate, a, b, par);
+                    let want: Vec<(f64, f64)> = want
+                        .iter()
+                        .zip(&start)
+                        .map(|(&(w, m), &s)| {
+                            if accumulate {
+                                (w + f64::from(s), m + f64::from(s.abs()))
+                            } else {
+                                (w, m)
+                            }
+                        })
+                        .collect();
+                    let what = format!("{name} {m}x{n}x{k} accumulate={accumulate}");
+                    assert_close(&d, &want, k, &what);
+                }
             }
+        }
+    }
+
+    /// Both kernels' packing and tiling, with their instructions emulated (any CPU).
+    #[test]
+    fn the_packed_kernels_equal_the_definition() {
+        check_kernel("vdpbf16ps emulated", run::<kernel::Vdp<Emulated>>);
+        #[cfg(target_arch = "x86_64")]
+        check_kernel("AMX emulated", run::<amx::AmxEmulated>);
+    }
+
+    /// The real kernels, where this CPU has them.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_native_kernels_equal_the_definition() {
+        if bf16_native() {
+            check_kernel("AVX512-BF16", run::<kernel::Vdp<lanes::Avx512>>);
+        } else {
+            println!("no AVX512-BF16 here: its kernel is checked only emulated");
+        }
+        if amx::available() {
+            check_kernel("AMX", run::<amx::Amx>);
+        } else {
+            println!("no AMX here: its kernel is checked only emulated");
         }
     }
 
