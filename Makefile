@@ -24,7 +24,7 @@ RUN := $(DATA)/runs/$(NAME)/$(RUN_ID)
 ARGS := --config $(PIPELINE) --data-dir $(DATA) --run-id $(RUN_ID)
 STAGES := preprocess extract train evaluate
 
-.PHONY: all build build-cuda compare evaluate-on test demo bench bench-pipeline bench-preprocess bench-extract bench-train bench-model clean-run $(STAGES)
+.PHONY: all build build-cuda compare evaluate-on test demo bench bench-pipeline bench-preprocess bench-extract bench-train bench-model bench-pairs clean-run $(STAGES)
 
 all: $(RUN)/stages/evaluate.done
 	@echo "Report: $(RUN)/eval/report.html"
@@ -98,19 +98,26 @@ bench-extract:
 
 # Whole-experiment time: experiment 5 on 2,000 generated 600 px photos, each stage's wall time.
 bench-pipeline:
-	BENCH_DIR=$(BENCH_DIR) scripts/bench_pipeline.sh
+	BENCH_DIR=$(BENCH_DIR) COMPUTE=$(COMPUTE) scripts/bench_pipeline.sh
 
-# The model benches' arithmetic: f32, or bf16 (a CPU with AVX512-BF16, or DFD_BF16=emulate).
+# The model benches' arithmetic: f32, or bf16 (a CPU with AVX512-BF16, or DFD_BF16=emulate), on
+# both sides (PyTorch runs bf16 as autocast).
 COMPUTE ?= f32
 
 bench-train:
 	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head mlp --compute $(COMPUTE)
-	python3 scripts/bench_torch.py train --head mlp --batch 64
+	python3 scripts/bench_torch.py --compute $(COMPUTE) train --head mlp --batch 64
 	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head finetune --map 14 --compute $(COMPUTE)
-	python3 scripts/bench_torch.py train --head finetune --map 14 --batch 64
+	python3 scripts/bench_torch.py --compute $(COMPUTE) train --head finetune --map 14 --batch 64
 	$(CARGO) run --release -q -p dfd-train --example bench_train -- --head finetune --map 8 --compute $(COMPUTE)
-	python3 scripts/bench_torch.py train --head finetune --map 8 --batch 64
+	python3 scripts/bench_torch.py --compute $(COMPUTE) train --head finetune --map 8 --batch 64
+
+# Alternating pairs (ours, then PyTorch) of every model bench, with medians and ranges.
+PAIRS ?= 5
+bench-pairs:
+	$(CARGO) build --release -q -p dfd-model --example bench_forward -p dfd-train --example bench_train
+	python3 scripts/bench_pairs.py --pairs $(PAIRS) --compute $(COMPUTE)
 
 bench-model:
 	$(CARGO) run --release -q -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled --compute $(COMPUTE)
-	python3 scripts/bench_torch.py extract --size 224 --cut pooled --batch 8 --images 32
+	python3 scripts/bench_torch.py --compute $(COMPUTE) extract --size 224 --cut pooled --batch 8 --images 64

@@ -5,6 +5,7 @@
 #
 #   scripts/bench_pipeline.sh                 # COUNT=2000 THREADS=2 BENCH_DIR=/tmp/dfd-bench
 #   COUNT=200 scripts/bench_pipeline.sh       # a quick look
+#   COMPUTE=bf16 scripts/bench_pipeline.sh    # extract.compute = train.compute = "bf16"
 #
 # The data set is made once (dfd-demo-data is deterministic); each run starts from empty caches
 # under $BENCH_DIR/pipeline-<count>/data and prints one line per stage and the total.
@@ -14,6 +15,7 @@ COUNT=${COUNT:-2000}
 THREADS=${THREADS:-2}
 BENCH_DIR=${BENCH_DIR:-/tmp/dfd-bench}
 CARGO=${CARGO:-cargo}
+COMPUTE=${COMPUTE:-f32}
 BIN=${CARGO_TARGET_DIR:-target}/release
 
 $CARGO build --release -q --bins
@@ -27,6 +29,8 @@ sed -e "s|^name = .*|name = \"bench$COUNT\"|" \
     -e "s|^source = .*|source = \"$root/raw\"|" \
     -e 's|^classes = .*|classes = { real = 0, fake = 1 }|' \
     -e '/^\[extract\]/a weights = "random:0"' \
+    -e "/^\\[extract\\]/a compute = \"$COMPUTE\"" \
+    -e "/^\\[train\\]/a compute = \"$COMPUTE\"" \
     pipelines/exp5-finetune-128.toml >"$pipeline"
 
 total=0
@@ -39,6 +43,6 @@ for stage in preprocess extract train evaluate; do
     }
     seconds=$(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')")
     total=$(python3 -c "print(f'{$total + $seconds:.1f}')")
-    echo "bench-pipeline: exp5 on $COUNT photos of 600 px, $THREADS threads: $stage $seconds s"
+    echo "bench-pipeline: exp5 on $COUNT photos of 600 px, $THREADS threads, $COMPUTE: $stage $seconds s"
 done
 echo "bench-pipeline: total $total s"

@@ -14,7 +14,9 @@
   python3 scripts/bench_torch.py extract --size 224 --cut pooled --batch 32 --images 128
   python3 scripts/bench_torch.py train --head finetune --batch 64 --map 14 --steps 5
 
-Threads default to 2 (`--threads`), like the Rust side on the reference machine. `--device cuda`
+`--compute bf16` runs the model under `torch.autocast(dtype=torch.bfloat16)` (oneDNN's bf16
+kernels, AMX where the CPU has it), the peer of `extract.compute`/`train.compute = "bf16"`; the
+default is f32. Threads default to 2 (`--threads`), like the Rust side on the reference machine. `--device cuda`
 runs on the GPU (TF32 as PyTorch's defaults have it; every timing synchronises first), with the
 same stored output; scripts/gpu-check.sh uses it next to dfd-gpu-check.
 """
@@ -46,6 +48,12 @@ def forward_to(model, x, cut):
     return torch.flatten(model.avgpool(x), 1)
 
 
+def autocast(args):
+    """The arithmetic `--compute` asks for: bf16 autocast, or nothing (f32)."""
+    device = torch.device(args.device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.compute == "bf16")
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -64,7 +72,9 @@ def bench_extract(args):
         for i in range(0, args.images, args.batch):
             x = torch.from_numpy(images[i : i + args.batch]).to(device).float().div_(255.0)
             x = (x - mean) / std
-            features.append(forward_to(model, x, args.cut).cpu().numpy().astype(store))
+            with autocast(args):
+                y = forward_to(model, x, args.cut)
+            features.append(y.float().cpu().numpy().astype(store))
     out = np.concatenate(features)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "features.safetensors")
@@ -79,6 +89,7 @@ def bench_extract(args):
         "bench": "extract",
         "device": args.device,
         "impl": "pytorch",
+        "compute": args.compute,
         "size": args.size,
         "cut": args.cut,
         "batch": args.batch,
@@ -110,14 +121,18 @@ def bench_train(args):
     loss_fn = nn.CrossEntropyLoss()
     x = torch.randn(shape).to(device)
     y = torch.randint(0, 2, (args.batch,)).to(device)
-    if device.type == "cuda":  # a warm-up step: cuDNN picks its algorithms
-        loss_fn(model(x), y).backward()
+    if device.type == "cuda" or args.compute == "bf16":
+        # A warm-up step: cuDNN picks its algorithms, oneDNN compiles its bf16 kernels.
+        with autocast(args):
+            loss = loss_fn(model(x), y)
+        loss.backward()
         opt.zero_grad(set_to_none=True)
         sync(device)
     start = time.perf_counter()
     for _ in range(args.steps):
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with autocast(args):
+            loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
     sync(device)
@@ -126,6 +141,7 @@ def bench_train(args):
         "bench": "train",
         "device": args.device,
         "impl": "pytorch",
+        "compute": args.compute,
         "head": args.head,
         "batch": args.batch,
         "map": args.map if args.head == "finetune" else None,
@@ -139,6 +155,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--compute", choices=["f32", "bf16"], default="f32", help="f32 (default), or bf16 autocast")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("extract", help="image shards -> backbone -> features")
     e.add_argument("--size", type=int, default=224)

@@ -1,6 +1,6 @@
 //! Inference throughput of the backbone on the CPU (random weights, random input).
 //!
-//! `cargo run --release -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled [--compute bf16]`
+//! `cargo run --release -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled [--compute bf16 [--no-amx]]`
 //! Prints the median images/s over `--reps` timed batches after one warm-up batch, under the stage
 //! binaries' allocator (`dfd-alloc`), then the achieved GFLOP/s (`Arch::flops`) as a share of the
 //! machine's f32 GEMM peak measured right after (`dfd_ops::roofline`).
@@ -64,6 +64,19 @@ struct Args {
     /// `DFD_BF16=emulate`).
     #[arg(long, default_value = "f32")]
     compute: ComputeType,
+    /// With `--compute bf16` on a CPU with AMX: use the AVX512-BF16 kernel instead, to compare
+    /// the two.
+    #[arg(long)]
+    no_amx: bool,
+}
+
+/// `f32`, or `bf16 (<kernel>)`.
+fn compute_name(compute: ComputeType) -> String {
+    if compute.is_f32() {
+        compute.to_string()
+    } else {
+        format!("{compute} ({})", dfd_ops::compute::kernel_name())
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +86,7 @@ fn main() -> anyhow::Result<()> {
     if args.compute == ComputeType::Bf16 {
         bf16_usable().context("--compute bf16")?;
     }
+    dfd_ops::compute::allow_amx(!args.no_amx);
     let model = model(&arch, args.unfused)?;
     let forward = |x: &Tensor, cut| with_compute(args.compute, || model(x, cut));
     let x = Tensor::randn(
@@ -99,7 +113,7 @@ fn main() -> anyhow::Result<()> {
         args.batch,
         args.cut,
         if args.unfused { " (BN unfused)" } else { "" },
-        args.compute,
+        compute_name(args.compute),
         median,
         args.batch as f64 / median,
         secs.len()

@@ -2,7 +2,7 @@
 //! the MLP head (2048 → 1024 → 512 → 2) or the layer4 fine-tune step over 1024×map×map layer3
 //! maps, AdamW (lr 1e-4, weight decay 1e-2), dropout 0.5, batch 64 by default.
 //!
-//!     cargo run --release -p dfd-train --example bench_train -- --head mlp|finetune [--map 14|8] [--batch 64] [--steps 20] [--compute f32|bf16]
+//!     cargo run --release -p dfd-train --example bench_train -- --head mlp|finetune [--map 14|8] [--batch 64] [--steps 20] [--compute f32|bf16 [--no-amx]]
 //!
 //! Prints one JSON line with samples/s (one warm-up step is not timed).
 
@@ -38,6 +38,10 @@ struct Args {
     /// `DFD_BF16=emulate`).
     #[arg(long, default_value = "f32")]
     compute: ComputeType,
+    /// With `--compute bf16` on a CPU with AMX: use the AVX512-BF16 kernel instead, to compare
+    /// the two.
+    #[arg(long)]
+    no_amx: bool,
 }
 
 fn main() -> Result<()> {
@@ -46,6 +50,7 @@ fn main() -> Result<()> {
     if args.compute == ComputeType::Bf16 {
         bf16_usable().context("--compute bf16")?;
     }
+    dfd_ops::compute::allow_amx(!args.no_amx);
     // As dfd-train runs its folds: on a pool thread (`dfd_ops::on_pool`).
     with_compute(args.compute, || dfd_ops::on_pool(|| run(&args)))
 }
@@ -114,6 +119,7 @@ fn run(args: &Args) -> Result<()> {
             "impl": "dfd-train",
             "head": args.head,
             "compute": args.compute,
+            "bf16_kernel": (!args.compute.is_f32()).then(dfd_ops::compute::kernel_name),
             "batch": args.batch,
             "map": (args.head == "finetune").then_some(args.map),
             "steps": args.steps,
