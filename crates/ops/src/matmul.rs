@@ -84,6 +84,22 @@ impl<'a> MatRef<'a> {
         self.cs == 1
     }
 
+    /// The matrix written row-major into `out` (`rows·cols` long), in 16×16 blocks so that a
+    /// column-major source is read and written a cache line at a time.
+    pub fn copy_to_rows(&self, out: &mut [f32]) {
+        const B: usize = 16;
+        let out = &mut out[..self.rows * self.cols];
+        for r0 in (0..self.rows).step_by(B) {
+            for c0 in (0..self.cols).step_by(B) {
+                for c in c0..(c0 + B).min(self.cols) {
+                    for r in r0..(r0 + B).min(self.rows) {
+                        out[r * self.cols + c] = self.data[r * self.rs + c * self.cs];
+                    }
+                }
+            }
+        }
+    }
+
     /// Elements `c0..c0+n` of row `r`: borrowed when the row is contiguous, else gathered into
     /// `tmp` (at least `n` long). Panics outside the matrix.
     pub fn row_run<'s>(&'s self, r: usize, c0: usize, n: usize, tmp: &'s mut [f32]) -> &'s [f32] {

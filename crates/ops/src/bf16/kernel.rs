@@ -7,6 +7,7 @@
 use super::lanes::{Lanes, LANES};
 use super::pack::{pack_b, row_bf16, NR};
 use crate::matmul::MatRef;
+use crate::scratch::with_bf16_scratch;
 
 /// A register-tile kernel and its blocking.
 pub(crate) trait Kernel {
@@ -108,35 +109,38 @@ const MAX_TILE: usize = 32 * NR;
 pub(crate) unsafe fn gemm<K: Kernel>(dst: Dst, accumulate: bool, a: MatRef<'_>, b: MatRef<'_>) {
     let k = a.cols;
     let pairs_max = k.min(K::KC).div_ceil(2).next_multiple_of(K::PAIRS);
-    let mut bp = vec![0u16; 2 * pairs_max * dst.cols.min(K::NC).next_multiple_of(NR)];
-    let mut ap = vec![0u16; 2 * pairs_max * dst.rows.min(K::MC).next_multiple_of(K::MR)];
-    let mut edge = [0f32; MAX_TILE];
-    K::begin();
-    for k0 in (0..k).step_by(K::KC) {
-        let kc = K::KC.min(k - k0);
-        let pairs = kc.div_ceil(2).next_multiple_of(K::PAIRS);
-        let acc = accumulate || k0 > 0;
-        for n0 in (0..dst.cols).step_by(K::NC) {
-            let nc = K::NC.min(dst.cols - n0);
-            pack_b(&b, (k0, kc), (n0, nc), pairs, &mut bp);
-            for m0 in (0..dst.rows).step_by(K::MC) {
-                let mc = K::MC.min(dst.rows - m0);
-                K::pack_a(&a, (m0, mc), (k0, kc), pairs, &mut ap);
-                for (ri, r0) in (0..mc).step_by(K::MR).enumerate() {
-                    let apanel = ap.as_ptr().add(ri * pairs * 2 * K::MR);
-                    for (ci, c0) in (0..nc).step_by(NR).enumerate() {
-                        let bpanel = bp.as_ptr().add(ci * pairs * 2 * NR);
-                        let c = dst.ptr.add((m0 + r0) * dst.rs + n0 + c0);
-                        let (rows, cols) = (K::MR.min(mc - r0), NR.min(nc - c0));
-                        if rows == K::MR && cols == NR {
-                            K::tile(pairs, apanel, bpanel, c, dst.rs, acc);
-                        } else {
-                            K::tile(pairs, apanel, bpanel, edge.as_mut_ptr(), NR, false);
-                            for r in 0..rows {
-                                for j in 0..cols {
-                                    let d = c.add(r * dst.rs + j);
-                                    let v = edge[r * NR + j];
-                                    *d = if acc { *d + v } else { v };
+    let bp_len = 2 * pairs_max * dst.cols.min(K::NC).next_multiple_of(NR);
+    let ap_len = 2 * pairs_max * dst.rows.min(K::MC).next_multiple_of(K::MR);
+    with_bf16_scratch(bp_len + ap_len, |buf| {
+        let (bp, ap) = buf.split_at_mut(bp_len);
+        let mut edge = [0f32; MAX_TILE];
+        K::begin();
+        for k0 in (0..k).step_by(K::KC) {
+            let kc = K::KC.min(k - k0);
+            let pairs = kc.div_ceil(2).next_multiple_of(K::PAIRS);
+            let acc = accumulate || k0 > 0;
+            for n0 in (0..dst.cols).step_by(K::NC) {
+                let nc = K::NC.min(dst.cols - n0);
+                pack_b(&b, (k0, kc), (n0, nc), pairs, bp);
+                for m0 in (0..dst.rows).step_by(K::MC) {
+                    let mc = K::MC.min(dst.rows - m0);
+                    K::pack_a(&a, (m0, mc), (k0, kc), pairs, ap);
+                    for (ri, r0) in (0..mc).step_by(K::MR).enumerate() {
+                        let apanel = ap.as_ptr().add(ri * pairs * 2 * K::MR);
+                        for (ci, c0) in (0..nc).step_by(NR).enumerate() {
+                            let bpanel = bp.as_ptr().add(ci * pairs * 2 * NR);
+                            let c = dst.ptr.add((m0 + r0) * dst.rs + n0 + c0);
+                            let (rows, cols) = (K::MR.min(mc - r0), NR.min(nc - c0));
+                            if rows == K::MR && cols == NR {
+                                K::tile(pairs, apanel, bpanel, c, dst.rs, acc);
+                            } else {
+                                K::tile(pairs, apanel, bpanel, edge.as_mut_ptr(), NR, false);
+                                for r in 0..rows {
+                                    for j in 0..cols {
+                                        let d = c.add(r * dst.rs + j);
+                                        let v = edge[r * NR + j];
+                                        *d = if acc { *d + v } else { v };
+                                    }
                                 }
                             }
                         }
@@ -144,8 +148,8 @@ pub(crate) unsafe fn gemm<K: Kernel>(dst: Dst, accumulate: bool, a: MatRef<'_>, 
                 }
             }
         }
-    }
-    K::end();
+        K::end();
+    })
 }
 
 /// The AVX512-BF16 kernel over lanes `L`: a 12×32 tile of f32 sums in 24 vectors, one

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use crate::compute::{bf16_native, Compute};
 use crate::matmul::{MatMut, MatRef};
+use crate::scratch::with_operand_scratch;
 use kernel::Dst;
 #[cfg(target_arch = "x86_64")]
 use kernel::Kernel;
@@ -84,6 +85,20 @@ pub(crate) fn matmul(
 ) {
     if dst.rows < MIN_ROWS {
         return crate::matmul::matmul(dst, accumulate, a, b, par, Compute::F32);
+    }
+    if bf16_native() && !a.rows_contiguous() {
+        // The kernels pack A along its rows: a column-major A (a transposed weight) is copied
+        // row-major once, not gathered element by element for every block of columns.
+        return with_operand_scratch(a.rows * a.cols, |copy| {
+            a.copy_to_rows(copy);
+            matmul(
+                dst,
+                accumulate,
+                MatRef::rows(copy, a.rows, a.cols, a.cols),
+                b,
+                par,
+            )
+        });
     }
     #[cfg(target_arch = "x86_64")]
     if use_amx() {
