@@ -47,7 +47,7 @@ pub const MIN_ROWS: usize = 32;
 static AMX_ALLOWED: AtomicBool = AtomicBool::new(true);
 
 /// Allows (the default) or forbids the AMX kernel for the whole process; forbidden, bf16 GEMMs
-/// run on the AVX512-BF16 kernel. For comparing the two (the benches' `--bf16-kernel`).
+/// run on the AVX512-BF16 kernel. For comparing the two (the benches' `--no-amx`).
 pub fn allow_amx(allowed: bool) {
     AMX_ALLOWED.store(allowed, Ordering::Relaxed);
 }
