@@ -33,8 +33,8 @@ BENCHES = {
         ["train", "--head", "finetune", "--map", "8", "--batch", "64", "--steps", "10"],
     ),
     "mlp": (
-        [f"{EXAMPLES}/bench_train", "--head", "mlp"],
-        ["train", "--head", "mlp", "--batch", "64"],
+        [f"{EXAMPLES}/bench_train", "--head", "mlp", "--steps", "200"],
+        ["train", "--head", "mlp", "--batch", "64", "--steps", "200"],
     ),
 }
 

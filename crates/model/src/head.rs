@@ -372,6 +372,10 @@ fn linear_params(layers: &[Linear]) -> Vec<Tensor> {
 
 /// Inverted dropout with probability `p`: keeps each value with probability 1 − p and scales it
 /// by 1/(1 − p), like `nn.Dropout` in train mode; the mask is drawn on the CPU from `rng`.
+///
+/// Value `i` is dropped when the `i`-th `rng.random::<f32>()` would be below `p`. That draw is
+/// `(u >> 8)·2⁻²⁴` of the `i`-th `u32`, so the mask is computed from one bulk fill of `u32`s,
+/// compared with `p·2²⁴` (both sides exact), which gives the same mask several times faster.
 pub fn dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
@@ -380,8 +384,18 @@ pub fn dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> candle_core::Result<Te
         return x.zeros_like();
     }
     let scale = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.random::<f32>() < p { 0.0 } else { scale })
+    let mut draws = vec![0u32; x.elem_count()];
+    rng.fill(&mut draws[..]);
+    let threshold = p * (1u32 << 24) as f32;
+    let mask: Vec<f32> = draws
+        .iter()
+        .map(|&u| {
+            if ((u >> 8) as f32) < threshold {
+                0.0
+            } else {
+                scale
+            }
+        })
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?
         .to_device(x.device())?

@@ -9,7 +9,7 @@ use dfd_model::{
     init_layer4_from, resolve_weights, Arch, Backbone, Cut, Head, HeadSpec, ResolvedWeights,
     WeightsSource,
 };
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use small::small_arch;
 
@@ -134,6 +134,31 @@ fn dropout_is_reproducible_from_the_callers_rng_and_only_in_train() {
         (2200..2800).contains(&zeros),
         "{zeros} of 10000 dropped at p=0.25"
     );
+    // The bulk draw drops exactly the values one `random::<f32>() < p` per value would, for a p
+    // that is not a multiple of 2⁻²⁴ too.
+    for p in [0.25f32, 0.3] {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        rng.random::<u64>(); // a stream not at a block boundary
+        let mut reference = rng.clone();
+        let dropped = dfd_model::dropout(&ones, p, &mut rng).unwrap();
+        let kept: Vec<bool> = dropped
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| v != 0.0)
+            .collect();
+        let expected: Vec<bool> = (0..kept.len())
+            .map(|_| reference.random::<f32>() >= p)
+            .collect();
+        assert_eq!(kept, expected, "p = {p}");
+        assert_eq!(
+            rng.random::<u64>(),
+            reference.random::<u64>(),
+            "stream position"
+        );
+    }
 }
 
 #[test]
