@@ -9,6 +9,8 @@
 use crate::buffers::{assume_init, zeroed};
 use crate::channels_major;
 use crate::columns::{col2im_image, copy_planes_to_rows, copy_rows_to_planes, im2col_image};
+use crate::compute::{Compute, MIN_ROWS};
+use crate::direct;
 use crate::geometry::ConvGeom;
 use crate::matmul::{matmul, MatMut, MatRef};
 use crate::scratch::with_scratch;
@@ -247,6 +249,9 @@ pub(crate) fn forward(
             Some(flat) => forward(&flat, x, w, epilogue, y),
             None => channels_major::forward(g, x, w, epilogue, y),
         };
+    }
+    if direct::applies(g, g.compute == Compute::F32 || g.cout_g() < MIN_ROWS) {
+        return direct::forward(g, x, w, epilogue, y);
     }
     let (p, cout_g) = (g.p(), g.cout_g());
     let y = Shared::new(y);

@@ -25,6 +25,7 @@ mod channels_major;
 mod columns;
 pub mod compute;
 pub mod cpu;
+mod direct;
 pub mod fallback;
 mod geometry;
 mod grouped;
