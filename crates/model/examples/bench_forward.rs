@@ -1,6 +1,6 @@
 //! Inference throughput of the backbone on the CPU (random weights, random input).
 //!
-//! `cargo run --release -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled [--compute bf16 [--no-amx]]`
+//! `cargo run --release -p dfd-model --example bench_forward -- --size 224 --batch 8 --cut pooled [--compute bf16 [--no-amx]] [--no-direct]`
 //! Prints the median images/s over `--reps` timed batches after one warm-up batch, under the stage
 //! binaries' allocator (`dfd-alloc`), then the achieved GFLOP/s (`Arch::flops`) as a share of the
 //! machine's f32 GEMM peak measured right after (`dfd_ops::roofline`).
@@ -68,6 +68,10 @@ struct Args {
     /// the two.
     #[arg(long)]
     no_amx: bool,
+    /// Run the grouped 3×3 convolutions as im2col + GEMM instead of the direct AVX-512 kernel,
+    /// to compare the two.
+    #[arg(long)]
+    no_direct: bool,
 }
 
 /// `f32`, or `bf16 (<kernel>)`.
@@ -87,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         bf16_usable().context("--compute bf16")?;
     }
     dfd_ops::compute::allow_amx(!args.no_amx);
+    dfd_ops::allow_direct_conv(!args.no_direct);
     let model = model(&arch, args.unfused)?;
     let forward = |x: &Tensor, cut| with_compute(args.compute, || model(x, cut));
     let x = Tensor::randn(

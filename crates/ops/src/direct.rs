@@ -27,6 +27,7 @@ use crate::kernels::Epilogue;
 use crate::scratch::with_scratch;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Output channels per block (accumulator rows).
 const CO: usize = 4;
@@ -39,6 +40,16 @@ const BLOCK: usize = LANES * VECS;
 /// Taps of a 3×3 kernel.
 const TAPS: usize = 9;
 
+/// Whether the direct kernel may be used (see [`allow_direct_conv`]).
+static ALLOWED: AtomicBool = AtomicBool::new(true);
+
+/// Allows (the default) or forbids the direct grouped-convolution kernel for the whole process;
+/// forbidden, grouped convolutions run as im2col + GEMM. For comparing the two (the forward
+/// bench's `--no-direct`).
+pub fn allow_direct_conv(allowed: bool) {
+    ALLOWED.store(allowed, Ordering::Relaxed);
+}
+
 /// Whether [`forward`] takes `g`: a grouped 3×3 NCHW convolution with stride 1 or 2 and
 /// padding 1, a multiple of 4 output channels per group, on a CPU with AVX-512 F. `f32_products`
 /// says whether the caller would run this convolution's products in f32 (the kernel is f32).
@@ -48,7 +59,7 @@ pub(crate) fn applies(g: &ConvGeom, f32_products: bool) -> bool {
         && (g.kh, g.kw, g.pad) == (3, 3, 1)
         && matches!(g.stride, 1 | 2)
         && g.cout_g().is_multiple_of(CO);
-    shape && f32_products && avx512()
+    shape && f32_products && avx512() && ALLOWED.load(Ordering::Relaxed)
 }
 
 fn avx512() -> bool {

@@ -42,6 +42,7 @@ mod threads;
 
 pub use batchnorm::{add_relu, batch_norm_train, batch_norm_train_channels_major, BatchNormTrain};
 use candle_core::{Result, Tensor};
+pub use direct::allow_direct_conv;
 use geometry::ConvGeom;
 pub use host::{update_f32, with_f32};
 pub use linear::linear;
@@ -53,7 +54,8 @@ pub use threads::on_pool;
 ///
 /// Same result as `x.conv2d(w, padding, stride, 1, groups)`, and differentiable. CPU f32
 /// convolutions with 1×1, 3×3 or 7×7 (the stem) kernels (any stride, padding and groups) take the
-/// fast GEMM path. Everything else (other kernel sizes, dtypes, devices) runs candle: its own
+/// fast GEMM path; the grouped 3×3 ones (stride 1 or 2, padding 1) a direct AVX-512 kernel instead
+/// where the CPU has it (`direct`, [`allow_direct_conv`]). Everything else (other kernel sizes, dtypes, devices) runs candle: its own
 /// `conv2d` without groups, and a grouped convolution as one im2col and one batched matmul over
 /// the groups (`grouped`; candle's `conv2d` would run one convolution per group). Non-contiguous
 /// inputs are made contiguous first.

@@ -110,7 +110,15 @@ pub(crate) unsafe fn gemm<K: Kernel>(dst: Dst, accumulate: bool, a: MatRef<'_>, 
     let k = a.cols;
     let pairs_max = k.min(K::KC).div_ceil(2).next_multiple_of(K::PAIRS);
     let bp_len = 2 * pairs_max * dst.cols.min(K::NC).next_multiple_of(NR);
-    let ap_len = 2 * pairs_max * dst.rows.min(K::MC).next_multiple_of(K::MR);
+    // With more than one block of columns, every row of A is packed once per k block and kept
+    // for all of them, instead of once per (column block, row block).
+    let whole_a = dst.cols > K::NC;
+    let a_rows = if whole_a {
+        dst.rows
+    } else {
+        dst.rows.min(K::MC)
+    };
+    let ap_len = 2 * pairs_max * a_rows.next_multiple_of(K::MR);
     with_bf16_scratch(bp_len + ap_len, |buf| {
         let (bp, ap) = buf.split_at_mut(bp_len);
         let mut edge = [0f32; MAX_TILE];
@@ -119,12 +127,27 @@ pub(crate) unsafe fn gemm<K: Kernel>(dst: Dst, accumulate: bool, a: MatRef<'_>, 
             let kc = K::KC.min(k - k0);
             let pairs = kc.div_ceil(2).next_multiple_of(K::PAIRS);
             let acc = accumulate || k0 > 0;
+            // Row block m0's panels, packed at `2·pairs·m0` (`MC` is a multiple of `MR`).
+            let pack_rows = |m0: usize, ap: &mut [u16]| {
+                let mc = K::MC.min(dst.rows - m0);
+                K::pack_a(&a, (m0, mc), (k0, kc), pairs, ap);
+            };
+            if whole_a {
+                for m0 in (0..dst.rows).step_by(K::MC) {
+                    pack_rows(m0, &mut ap[2 * pairs * m0..]);
+                }
+            }
             for n0 in (0..dst.cols).step_by(K::NC) {
                 let nc = K::NC.min(dst.cols - n0);
                 pack_b(&b, (k0, kc), (n0, nc), pairs, bp);
                 for m0 in (0..dst.rows).step_by(K::MC) {
                     let mc = K::MC.min(dst.rows - m0);
-                    K::pack_a(&a, (m0, mc), (k0, kc), pairs, ap);
+                    let ap = if whole_a {
+                        &ap[2 * pairs * m0..]
+                    } else {
+                        pack_rows(m0, ap);
+                        &ap[..]
+                    };
                     for (ri, r0) in (0..mc).step_by(K::MR).enumerate() {
                         let apanel = ap.as_ptr().add(ri * pairs * 2 * K::MR);
                         for (ci, c0) in (0..nc).step_by(NR).enumerate() {
