@@ -9,6 +9,7 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BF16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
     static F32_COPY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PACKED: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on a scratch slice of `len` floats with unspecified contents.
@@ -29,6 +30,11 @@ pub(crate) fn with_bf16_scratch<R>(len: usize, f: impl FnOnce(&mut [u16]) -> R) 
 /// [`with_scratch`] for an operand copied before a product (a buffer of its own, as above).
 pub(crate) fn with_operand_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with_buffer(&F32_COPY, len, f)
+}
+
+/// [`with_scratch`] for a bf16 operand packed whole and shared by the threads of one product.
+pub(crate) fn with_packed_scratch<R>(len: usize, f: impl FnOnce(&mut [u16]) -> R) -> R {
+    with_buffer(&PACKED, len, f)
 }
 
 fn with_buffer<T: Copy + Default, R>(

@@ -179,8 +179,14 @@ impl Kernel for Amx {
 /// # Safety
 /// As [`super::kernel::gemm`]; [`available`] returned true.
 #[target_feature(enable = "avx512f,avx512bf16")]
-pub(crate) unsafe fn gemm(dst: super::kernel::Dst, accumulate: bool, a: MatRef<'_>, b: MatRef<'_>) {
-    super::kernel::gemm::<Amx>(dst, accumulate, a, b)
+pub(crate) unsafe fn gemm(
+    dst: super::kernel::Dst,
+    accumulate: bool,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    packed: super::kernel::Packed<'_>,
+) {
+    super::kernel::gemm::<Amx>(dst, accumulate, a, b, packed)
 }
 
 /// A scalar emulation of [`Amx`]'s tile over the same packed panels (Intel's pseudo-code for

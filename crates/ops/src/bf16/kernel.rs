@@ -8,6 +8,7 @@ use super::lanes::{Lanes, LANES};
 use super::pack::{pack_b, row_bf16, NR};
 use crate::matmul::MatRef;
 use crate::scratch::with_bf16_scratch;
+use rayon::prelude::*;
 
 /// A register-tile kernel and its blocking.
 pub(crate) trait Kernel {
@@ -99,57 +100,144 @@ unsafe impl Sync for Dst {}
 /// The largest tile of any kernel (the edge buffer).
 const MAX_TILE: usize = 32 * NR;
 
-/// `dst = a·b`, or `dst += a·b` when `accumulate`, with bf16 operands and f32 sums.
+/// An operand of one product packed for all its blocks before the product is split between
+/// threads ([`prepack_a`], [`prepack_b`]), so the threads share it instead of each packing it.
+#[derive(Clone, Copy)]
+pub(crate) enum Packed<'a> {
+    /// Each thread packs its own operands.
+    No,
+    /// All of A: per k block, every row's panels ([`a_block`] values apart).
+    A(&'a [u16]),
+    /// All of B: per (k block, column block), its panels ([`b_block`] values apart).
+    B(&'a [u16]),
+}
+
+/// k pairs of the largest k block of a product with inner size `k`.
+fn max_pairs<K: Kernel>(k: usize) -> usize {
+    k.min(K::KC).div_ceil(2).next_multiple_of(K::PAIRS)
+}
+
+/// Values of one k block of A packed whole (`rows` rows).
+pub(crate) fn a_block<K: Kernel>(k: usize, rows: usize) -> usize {
+    2 * max_pairs::<K>(k) * rows.next_multiple_of(K::MR)
+}
+
+/// Values of one (k block, column block) of B packed, for `cols` columns in all.
+pub(crate) fn b_block<K: Kernel>(k: usize, cols: usize) -> usize {
+    2 * max_pairs::<K>(k) * cols.min(K::NC).next_multiple_of(NR)
+}
+
+/// Packs all of `a` (every row, per k block) into `out` (`k/KC` blocks of [`a_block`]), in
+/// parallel.
+pub(crate) fn prepack_a<K: Kernel>(a: &MatRef<'_>, out: &mut [u16]) {
+    let block = a_block::<K>(a.cols, a.rows);
+    for (kb, k0) in (0..a.cols).step_by(K::KC).enumerate() {
+        let kc = K::KC.min(a.cols - k0);
+        let pairs = kc.div_ceil(2).next_multiple_of(K::PAIRS);
+        let rows = &mut out[kb * block..][..2 * pairs * a.rows.next_multiple_of(K::MR)];
+        rows.par_chunks_mut(2 * pairs * K::MC)
+            .enumerate()
+            .for_each(|(i, panels)| {
+                let m0 = i * K::MC;
+                K::pack_a(a, (m0, K::MC.min(a.rows - m0)), (k0, kc), pairs, panels);
+            });
+    }
+}
+
+/// Packs all of `b` (per k block and column block) into `out` (blocks of [`b_block`]), in
+/// parallel.
+pub(crate) fn prepack_b<K: Kernel>(b: &MatRef<'_>, out: &mut [u16]) {
+    let n_blocks = b.cols.div_ceil(K::NC);
+    out.par_chunks_mut(b_block::<K>(b.rows, b.cols))
+        .take(b.rows.div_ceil(K::KC) * n_blocks)
+        .enumerate()
+        .for_each(|(i, panels)| {
+            let (k0, n0) = (i / n_blocks * K::KC, i % n_blocks * K::NC);
+            let kc = K::KC.min(b.rows - k0);
+            let pairs = kc.div_ceil(2).next_multiple_of(K::PAIRS);
+            pack_b(b, (k0, kc), (n0, K::NC.min(b.cols - n0)), pairs, panels);
+        });
+}
+
+/// `dst = a·b`, or `dst += a·b` when `accumulate`, with bf16 operands and f32 sums. `packed` is
+/// an operand already packed: all of `a` (then `dst` has all of its rows) or all of `b` (then
+/// all of its columns).
 ///
 /// # Safety
 /// `dst` is valid for writes (and reads when accumulating) of its `rows×cols` elements and does
 /// not overlap `a` or `b`; `a` is `dst.rows×k`, `b` is `k×dst.cols`; `K`'s CPU features are
 /// present.
 #[inline(always)]
-pub(crate) unsafe fn gemm<K: Kernel>(dst: Dst, accumulate: bool, a: MatRef<'_>, b: MatRef<'_>) {
+pub(crate) unsafe fn gemm<K: Kernel>(
+    dst: Dst,
+    accumulate: bool,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    packed: Packed<'_>,
+) {
     let k = a.cols;
-    let pairs_max = k.min(K::KC).div_ceil(2).next_multiple_of(K::PAIRS);
-    let bp_len = 2 * pairs_max * dst.cols.min(K::NC).next_multiple_of(NR);
+    let pairs_max = max_pairs::<K>(k);
+    let n_blocks = dst.cols.div_ceil(K::NC);
     // With more than one block of columns, every row of A is packed once per k block and kept
     // for all of them, instead of once per (column block, row block).
-    let whole_a = dst.cols > K::NC;
+    let whole_a = n_blocks > 1;
     let a_rows = if whole_a {
         dst.rows
     } else {
         dst.rows.min(K::MC)
     };
-    let ap_len = 2 * pairs_max * a_rows.next_multiple_of(K::MR);
+    let bp_len = match packed {
+        Packed::B(_) => 0,
+        _ => b_block::<K>(k, dst.cols),
+    };
+    let ap_len = match packed {
+        Packed::A(_) => 0,
+        _ => 2 * pairs_max * a_rows.next_multiple_of(K::MR),
+    };
     with_bf16_scratch(bp_len + ap_len, |buf| {
-        let (bp, ap) = buf.split_at_mut(bp_len);
+        let (bp_own, ap_own) = buf.split_at_mut(bp_len);
         let mut edge = [0f32; MAX_TILE];
         K::begin();
-        for k0 in (0..k).step_by(K::KC) {
+        for (kb, k0) in (0..k).step_by(K::KC).enumerate() {
             let kc = K::KC.min(k - k0);
             let pairs = kc.div_ceil(2).next_multiple_of(K::PAIRS);
             let acc = accumulate || k0 > 0;
-            // Row block m0's panels, packed at `2·pairs·m0` (`MC` is a multiple of `MR`).
+            // Row block m0's panels, at `2·pairs·m0` of the k block's (`MC` is a multiple of
+            // `MR`).
             let pack_rows = |m0: usize, ap: &mut [u16]| {
                 let mc = K::MC.min(dst.rows - m0);
                 K::pack_a(&a, (m0, mc), (k0, kc), pairs, ap);
             };
-            if whole_a {
-                for m0 in (0..dst.rows).step_by(K::MC) {
-                    pack_rows(m0, &mut ap[2 * pairs * m0..]);
+            let a_all: Option<*const u16> = match packed {
+                Packed::A(all) => Some(all[kb * a_block::<K>(k, dst.rows)..].as_ptr()),
+                _ if whole_a => {
+                    for m0 in (0..dst.rows).step_by(K::MC) {
+                        pack_rows(m0, &mut ap_own[2 * pairs * m0..]);
+                    }
+                    Some(ap_own.as_ptr())
                 }
-            }
-            for n0 in (0..dst.cols).step_by(K::NC) {
+                _ => None,
+            };
+            for (nb, n0) in (0..dst.cols).step_by(K::NC).enumerate() {
                 let nc = K::NC.min(dst.cols - n0);
-                pack_b(&b, (k0, kc), (n0, nc), pairs, bp);
+                let bp: &[u16] = match packed {
+                    Packed::B(all) => &all[(kb * n_blocks + nb) * b_block::<K>(k, dst.cols)..],
+                    _ => {
+                        pack_b(&b, (k0, kc), (n0, nc), pairs, bp_own);
+                        &bp_own[..]
+                    }
+                };
                 for m0 in (0..dst.rows).step_by(K::MC) {
                     let mc = K::MC.min(dst.rows - m0);
-                    let ap = if whole_a {
-                        &ap[2 * pairs * m0..]
-                    } else {
-                        pack_rows(m0, ap);
-                        &ap[..]
+                    let ap: *const u16 = match a_all {
+                        Some(all) => all.add(2 * pairs * m0),
+                        None => {
+                            pack_rows(m0, ap_own);
+                            ap_own.as_ptr()
+                        }
                     };
                     for (ri, r0) in (0..mc).step_by(K::MR).enumerate() {
-                        let apanel = ap.as_ptr().add(ri * pairs * 2 * K::MR);
+                        let apanel = ap.add(ri * pairs * 2 * K::MR);
                         for (ci, c0) in (0..nc).step_by(NR).enumerate() {
                             let bpanel = bp.as_ptr().add(ci * pairs * 2 * NR);
                             let c = dst.ptr.add((m0 + r0) * dst.rs + n0 + c0);
@@ -250,6 +338,12 @@ impl<L: Lanes> Kernel for Vdp<L> {
 /// As [`gemm`]; the CPU has both features (`crate::compute::bf16_native`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-pub(crate) unsafe fn avx512(dst: Dst, accumulate: bool, a: MatRef<'_>, b: MatRef<'_>) {
-    gemm::<Vdp<super::lanes::Avx512>>(dst, accumulate, a, b)
+pub(crate) unsafe fn avx512(
+    dst: Dst,
+    accumulate: bool,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    packed: Packed<'_>,
+) {
+    gemm::<Vdp<super::lanes::Avx512>>(dst, accumulate, a, b, packed)
 }

@@ -20,10 +20,9 @@ use rayon::prelude::*;
 
 use crate::compute::{bf16_native, Compute};
 use crate::matmul::{MatMut, MatRef};
-use crate::scratch::with_operand_scratch;
-use kernel::Dst;
-#[cfg(target_arch = "x86_64")]
+use crate::scratch::{with_operand_scratch, with_packed_scratch};
 use kernel::Kernel;
+use kernel::{Dst, Packed};
 
 /// `x` rounded to bf16 as the hardware's conversion does, as raw bits: nearest, ties to even;
 /// f32 subnormals become zero (of the same sign).
@@ -102,17 +101,17 @@ pub(crate) fn matmul(
     }
     #[cfg(target_arch = "x86_64")]
     if use_amx() {
-        return split(dst, a, b, par, amx::Amx::MR, |d, a, b| {
+        return split::<amx::Amx>(dst, a, b, par, |d, a, b, packed| {
             // SAFETY: `split` hands out disjoint blocks of `dst` with the matching rows of `a`
             // and columns of `b`; `available` checked the CPU and got the tiles from the OS.
-            unsafe { amx::gemm(d, accumulate, a, b) }
+            unsafe { amx::gemm(d, accumulate, a, b, packed) }
         });
     }
     #[cfg(target_arch = "x86_64")]
     if bf16_native() {
-        return split(dst, a, b, par, kernel::VDP_MR, |d, a, b| {
+        return split::<kernel::Vdp<lanes::Avx512>>(dst, a, b, par, |d, a, b, packed| {
             // SAFETY: as above; `bf16_native` checked the CPU features.
-            unsafe { kernel::avx512(d, accumulate, a, b) }
+            unsafe { kernel::avx512(d, accumulate, a, b, packed) }
         });
     }
     emulated(dst, accumulate, a, b, par)
@@ -146,15 +145,16 @@ fn rounded(m: &MatRef<'_>) -> Vec<f32> {
 }
 
 /// Runs `f` on blocks of `dst` that together cover it, each with its rows of `a` and columns of
-/// `b`: one block per thread of `par`, cut along the longer side in whole tiles (`mr` rows or
-/// [`pack::NR`] columns).
-fn split(
+/// `b`: one block per thread of `par`, cut along the longer side in whole tiles of kernel `K`
+/// (`MR` rows or [`pack::NR`] columns). With more than one block, the operand every block needs
+/// whole (B when cut by rows, A when cut by columns) is packed once for all of them, in parallel,
+/// and handed to `f` as [`Packed`].
+fn split<K: Kernel>(
     dst: MatMut<'_>,
     a: MatRef<'_>,
     b: MatRef<'_>,
     par: Parallelism,
-    mr: usize,
-    f: impl Fn(Dst, MatRef<'_>, MatRef<'_>) + Sync,
+    f: impl Fn(Dst, MatRef<'_>, MatRef<'_>, Packed<'_>) + Sync,
 ) {
     let whole = Dst {
         ptr: dst.ptr,
@@ -168,23 +168,51 @@ fn split(
         Parallelism::Rayon(n) => n,
     };
     if threads <= 1 {
-        return f(whole, a, b);
+        return f(whole, a, b, Packed::No);
     }
     let by_rows = whole.rows >= whole.cols;
     let (len, tile) = if by_rows {
-        (whole.rows, mr)
+        (whole.rows, K::MR)
     } else {
         (whole.cols, pack::NR)
     };
     let chunk = len.div_ceil(threads).next_multiple_of(tile);
-    (0..len.div_ceil(chunk)).into_par_iter().for_each(|i| {
-        let (start, n) = (i * chunk, chunk.min(len - i * chunk));
+    let blocks = len.div_ceil(chunk);
+    if blocks == 1 {
+        return f(whole, a, b, Packed::No);
+    }
+    let k_blocks = a.cols.div_ceil(K::KC);
+    let shared = if by_rows {
+        k_blocks * b.cols.div_ceil(K::NC) * kernel::b_block::<K>(b.rows, b.cols)
+    } else {
+        k_blocks * kernel::a_block::<K>(a.cols, a.rows)
+    };
+    with_packed_scratch(shared, |buf| {
         if by_rows {
-            f(whole.rows_at(start, n), a.row_range(start, n), b);
+            kernel::prepack_b::<K>(&b, buf);
         } else {
-            f(whole.cols_at(start, n), a, b.col_range(start, n));
+            kernel::prepack_a::<K>(&a, buf);
         }
-    });
+        let buf = &*buf;
+        (0..blocks).into_par_iter().for_each(|i| {
+            let (start, n) = (i * chunk, chunk.min(len - i * chunk));
+            if by_rows {
+                f(
+                    whole.rows_at(start, n),
+                    a.row_range(start, n),
+                    b,
+                    Packed::B(buf),
+                );
+            } else {
+                f(
+                    whole.cols_at(start, n),
+                    a,
+                    b.col_range(start, n),
+                    Packed::A(buf),
+                );
+            }
+        });
+    })
 }
 
 #[cfg(test)]
@@ -225,7 +253,7 @@ mod tests {
         }
     }
 
-    /// Runs kernel `K` through `split` (tiles of `mr` rows) on `dst`.
+    /// Runs kernel `K` through `split` on `dst`.
     fn run<K: kernel::Kernel>(
         dst: MatMut<'_>,
         acc: bool,
@@ -234,8 +262,8 @@ mod tests {
         par: Parallelism,
     ) {
         // SAFETY: callers pass only kernels whose CPU features are present; sizes agree.
-        split(dst, a, b, par, K::MR, |d, a, b| unsafe {
-            gemm::<K>(d, acc, a, b)
+        split::<K>(dst, a, b, par, |d, a, b, packed| unsafe {
+            gemm::<K>(d, acc, a, b, packed)
         });
     }
 
