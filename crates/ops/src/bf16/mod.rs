@@ -21,8 +21,7 @@ use rayon::prelude::*;
 use crate::compute::{bf16_native, Compute};
 use crate::matmul::{MatMut, MatRef};
 use crate::scratch::{with_operand_scratch, with_packed_scratch};
-use kernel::Kernel;
-use kernel::{Dst, Packed};
+use kernel::{Dst, Kernel, Packed};
 
 /// `x` rounded to bf16 as the hardware's conversion does, as raw bits: nearest, ties to even;
 /// f32 subnormals become zero (of the same sign).
