@@ -416,6 +416,7 @@ mod tests {
         y
     }
 
+    /// `len` deterministic values in [-1, 1], different per `seed`.
     fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len as u32)
             .map(|i| {
