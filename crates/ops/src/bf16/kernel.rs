@@ -112,9 +112,14 @@ pub(crate) enum Packed<'a> {
     B(&'a [u16]),
 }
 
+/// k pairs a packed panel holds for a k block of `kc` values.
+fn pairs_of<K: Kernel>(kc: usize) -> usize {
+    kc.div_ceil(2).next_multiple_of(K::PAIRS)
+}
+
 /// k pairs of the largest k block of a product with inner size `k`.
 fn max_pairs<K: Kernel>(k: usize) -> usize {
-    k.min(K::KC).div_ceil(2).next_multiple_of(K::PAIRS)
+    pairs_of::<K>(k.min(K::KC))
 }
 
 /// Values of one k block of A packed whole (`rows` rows).
@@ -133,7 +138,7 @@ pub(crate) fn prepack_a<K: Kernel>(a: &MatRef<'_>, out: &mut [u16]) {
     let block = a_block::<K>(a.cols, a.rows);
     for (kb, k0) in (0..a.cols).step_by(K::KC).enumerate() {
         let kc = K::KC.min(a.cols - k0);
-        let pairs = kc.div_ceil(2).next_multiple_of(K::PAIRS);
+        let pairs = pairs_of::<K>(kc);
         let rows = &mut out[kb * block..][..2 * pairs * a.rows.next_multiple_of(K::MR)];
         rows.par_chunks_mut(2 * pairs * K::MC)
             .enumerate()
@@ -154,7 +159,7 @@ pub(crate) fn prepack_b<K: Kernel>(b: &MatRef<'_>, out: &mut [u16]) {
         .for_each(|(i, panels)| {
             let (k0, n0) = (i / n_blocks * K::KC, i % n_blocks * K::NC);
             let kc = K::KC.min(b.rows - k0);
-            let pairs = kc.div_ceil(2).next_multiple_of(K::PAIRS);
+            let pairs = pairs_of::<K>(kc);
             pack_b(b, (k0, kc), (n0, K::NC.min(b.cols - n0)), pairs, panels);
         });
 }
@@ -176,7 +181,6 @@ pub(crate) unsafe fn gemm<K: Kernel>(
     packed: Packed<'_>,
 ) {
     let k = a.cols;
-    let pairs_max = max_pairs::<K>(k);
     let n_blocks = dst.cols.div_ceil(K::NC);
     // With more than one block of columns, every row of A is packed once per k block and kept
     // for all of them, instead of once per (column block, row block).
@@ -192,7 +196,7 @@ pub(crate) unsafe fn gemm<K: Kernel>(
     };
     let ap_len = match packed {
         Packed::A(_) => 0,
-        _ => 2 * pairs_max * a_rows.next_multiple_of(K::MR),
+        _ => a_block::<K>(k, a_rows),
     };
     with_bf16_scratch(bp_len + ap_len, |buf| {
         let (bp_own, ap_own) = buf.split_at_mut(bp_len);
@@ -200,7 +204,7 @@ pub(crate) unsafe fn gemm<K: Kernel>(
         K::begin();
         for (kb, k0) in (0..k).step_by(K::KC).enumerate() {
             let kc = K::KC.min(k - k0);
-            let pairs = kc.div_ceil(2).next_multiple_of(K::PAIRS);
+            let pairs = pairs_of::<K>(kc);
             let acc = accumulate || k0 > 0;
             // Row block m0's panels, at `2·pairs·m0` of the k block's (`MC` is a multiple of
             // `MR`).
