@@ -134,6 +134,29 @@ impl ConvBn {
         }
     }
 
+    /// `max(BN(conv(x)) + residual, 0)`: with BatchNorm folded into NCHW inference, one fused op
+    /// that adds the shortcut as the convolution's output is written (same bits as the two steps).
+    fn forward_add_relu(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        train: bool,
+        layout: MemoryFormat,
+    ) -> Result<Tensor> {
+        match (&self.norm, layout) {
+            (Norm::Folded(bias), MemoryFormat::Nchw) => {
+                let Conv {
+                    weight,
+                    stride,
+                    padding,
+                    groups,
+                } = &self.conv;
+                dfd_ops::conv2d_bias_add_relu(x, weight, bias, residual, *stride, *padding, *groups)
+            }
+            _ => dfd_ops::add_relu(&self.forward_in(x, train, false, layout)?, residual),
+        }
+    }
+
     fn parameters(&self) -> Vec<Tensor> {
         let mut params = vec![self.conv.weight.clone()];
         if let Norm::Separate(bn) = &self.norm {
@@ -200,12 +223,11 @@ impl Bottleneck {
     fn forward_in(&self, x: &Tensor, train: bool, layout: MemoryFormat) -> Result<Tensor> {
         let y = self.reduce.forward_in(x, train, true, layout)?;
         let y = self.grouped.forward_in(&y, train, true, layout)?;
-        let y = self.expand.forward_in(&y, train, false, layout)?;
         let identity = match &self.downsample {
             Some(downsample) => downsample.forward_in(x, train, false, layout)?,
             None => x.clone(),
         };
-        dfd_ops::add_relu(&y, &identity)
+        self.expand.forward_add_relu(&y, &identity, train, layout)
     }
 
     fn parameters(&self) -> Vec<Tensor> {

@@ -82,7 +82,10 @@ pub(crate) fn forward(
             }
         });
         // SAFETY: the runs cover every image, so the GEMMs wrote all `cout_g` rows of `np`.
-        epilogue.apply(unsafe { assume_init(yg) }, group * cout_g, np);
+        let planes = unsafe { assume_init(yg) };
+        epilogue
+            .shifted(group * cout_g * np)
+            .apply(planes, group * cout_g, np);
     });
 }
 

@@ -137,6 +137,7 @@ pub(crate) fn forward(
                 // SAFETY: `applies` checked AVX-512 F (so this is x86-64).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
+                    let epilogue = epilogue.shifted(t * cout_g * g.p());
                     one_task(g, &grid, &taps, x, wg, epilogue, group * cout_g, buf, yg)
                 };
                 #[cfg(not(target_arch = "x86_64"))]
@@ -336,7 +337,7 @@ unsafe fn blocks(
 }
 
 /// Writes the valid `ho × wo` pixels of each output channel's grid into `yg` (the group's `cout_g`
-/// output planes), applying the epilogue for channels `c0 ..`.
+/// output planes), applying the epilogue for channels `c0 ..` (its residual aligned with `yg`).
 ///
 /// # Safety
 /// AVX-512 F; `out` holds `cout_g` grids of `grid.cols` values and `yg` `cout_g` planes.
@@ -353,6 +354,8 @@ unsafe fn write_output(
     use std::arch::x86_64::*;
     let cout_g = g.cout_g();
     assert!(out.len() >= cout_g * grid.cols && yg.len() >= cout_g * g.p());
+    assert!(epilogue.residual.is_none_or(|r| r.len() >= cout_g * g.p()));
+    let residual = epilogue.residual.map(<[f32]>::as_ptr);
     let (out, yg) = (out.as_ptr(), yg.as_mut_ptr().cast::<f32>());
     for co in 0..cout_g {
         let b = _mm512_set1_ps(epilogue.bias.map_or(0.0, |b| b[c0 + co]));
@@ -368,6 +371,10 @@ unsafe fn write_output(
                     lanes(g.wo - i)
                 };
                 let mut v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src.add(i)), b);
+                if let Some(r) = residual {
+                    let r = _mm512_maskz_loadu_ps(m, r.add(co * g.p() + oy * g.wo + i));
+                    v = _mm512_add_ps(v, r);
+                }
                 if epilogue.relu {
                     v = _mm512_max_ps(v, _mm512_setzero_ps());
                 }
@@ -382,8 +389,8 @@ mod tests {
     use super::*;
     use crate::compute::Compute;
 
-    /// The convolution by its definition, in f64.
-    fn reference(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], relu: bool) -> Vec<f32> {
+    /// The convolution plus bias by its definition, in f64.
+    fn reference(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
         let mut y = vec![0.0; g.y_len()];
         let (cin_g, cout_g) = (g.cin_g(), g.cout_g());
         for n in 0..g.n {
@@ -406,9 +413,7 @@ mod tests {
                                 sum += f64::from(xv) * f64::from(wv);
                             }
                         }
-                        let v = sum as f32;
-                        y[((n * g.cout + co) * g.ho + oy) * g.wo + ox] =
-                            if relu { v.max(0.0) } else { v };
+                        y[((n * g.cout + co) * g.ho + oy) * g.wo + ox] = sum as f32;
                     }
                 }
             }
@@ -460,13 +465,24 @@ mod tests {
             };
             assert!(applies(&g, true));
             let (x, w, bias) = (values(g.x_len(), 1), values(g.w_len(), 2), values(cout, 3));
-            for (with_bias, relu) in [(false, false), (true, false), (true, true)] {
+            let residual = values(g.y_len(), 4);
+            let zero = vec![0.0; cout];
+            for (with_bias, with_residual, relu) in [
+                (false, false, false),
+                (true, false, false),
+                (true, false, true),
+                (true, true, true),
+            ] {
                 let epilogue = Epilogue {
                     bias: with_bias.then_some(&bias[..]),
+                    residual: with_residual.then_some(&residual[..]),
                     relu,
                 };
-                let zero = vec![0.0; cout];
-                let expected = reference(&g, &x, &w, if with_bias { &bias } else { &zero }, relu);
+                let mut expected = reference(&g, &x, &w, if with_bias { &bias } else { &zero });
+                for (i, e) in expected.iter_mut().enumerate() {
+                    *e += if with_residual { residual[i] } else { 0.0 };
+                    *e = if relu { e.max(0.0) } else { *e };
+                }
                 let mut y = vec![MaybeUninit::new(f32::NAN); g.y_len()];
                 forward(&g, &x, &w, epilogue, &mut y);
                 for (i, (got, want)) in y.iter().zip(&expected).enumerate() {

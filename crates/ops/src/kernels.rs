@@ -192,34 +192,52 @@ pub(crate) fn group_weight<'a>(g: &ConvGeom, w: &'a [f32], group: usize) -> MatR
     MatRef::rows(&w[group * len..(group + 1) * len], g.cout_g(), g.k(), g.k())
 }
 
-/// What [`forward`] applies to every output value after the GEMM, while the block is still in
-/// cache: `+ bias[output channel]` (when given), then `max(·, 0)` (when `relu`).
+/// What [`forward`] applies to every output value after the GEMM, while the values are still in
+/// cache: `+ bias[output channel]` (when given), then `+ residual[same index]` (when given), then
+/// `max(·, 0)` (when `relu`). The sums run in that order, so the fused result has the bits of the
+/// separate ops (conv + bias, then [`crate::add_relu`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
     pub bias: Option<&'a [f32]>,
+    /// A tensor of the output's shape and layout.
+    pub residual: Option<&'a [f32]>,
     pub relu: bool,
 }
 
-impl Epilogue<'_> {
+impl<'a> Epilogue<'a> {
     /// The plain convolution: values left as the GEMM wrote them.
     pub const NONE: Epilogue<'static> = Epilogue {
         bias: None,
+        residual: None,
         relu: false,
     };
 
+    /// The epilogue for output values from index `at` on: the residual read from there.
+    pub(crate) fn shifted(self, at: usize) -> Epilogue<'a> {
+        Epilogue {
+            residual: self.residual.map(|r| &r[at..]),
+            ..self
+        }
+    }
+
     /// Applies the epilogue to `planes`: consecutive output planes of `p` values for channels
-    /// `c0, c0+1, …`.
+    /// `c0, c0+1, …`, and the residual's values from its start (see [`Epilogue::shifted`]).
     pub(crate) fn apply(&self, planes: &mut [f32], c0: usize, p: usize) {
-        match (self.bias, self.relu) {
-            (None, false) => {}
-            (None, true) => planes.iter_mut().for_each(|v| *v = v.max(0.0)),
-            (Some(bias), relu) => {
-                for (plane, &b) in planes.chunks_exact_mut(p).zip(&bias[c0..]) {
-                    if relu {
-                        plane.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
-                    } else {
-                        plane.iter_mut().for_each(|v| *v += b);
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
+        match (self.bias, self.residual) {
+            (None, None) if !self.relu => {}
+            (bias, Some(res)) => {
+                for (c, plane) in planes.chunks_exact_mut(p).enumerate() {
+                    let b = bias.map_or(0.0, |b| b[c0 + c]);
+                    for (v, &r) in plane.iter_mut().zip(&res[c * p..]) {
+                        *v = ((*v + b) + r).max(floor);
                     }
+                }
+            }
+            (bias, None) => {
+                for (c, plane) in planes.chunks_exact_mut(p).enumerate() {
+                    let b = bias.map_or(0.0, |b| b[c0 + c]);
+                    plane.iter_mut().for_each(|v| *v = (*v + b).max(floor));
                 }
             }
         }
@@ -270,11 +288,14 @@ pub(crate) fn forward(
             };
             let c0 = b.group * cout_g;
             if b.imgs == 1 {
+                let at = group_offset(b.n0, b.group, cout_g, g.groups, p);
                 let out = region(0);
                 let dst = MatMut::uninit(out, cout_g, cols, p);
                 matmul(dst, false, lhs, rhs, par, g.compute);
                 // SAFETY: the GEMM wrote the whole region (`cout_g` rows of `p` = `cols`).
-                epilogue.apply(unsafe { assume_init(out) }, c0, p);
+                epilogue
+                    .shifted(at)
+                    .apply(unsafe { assume_init(out) }, c0, p);
             } else {
                 matmul(
                     MatMut::rows(out_buf, cout_g, cols, cols),
@@ -285,10 +306,13 @@ pub(crate) fn forward(
                     g.compute,
                 );
                 for i in 0..b.imgs {
+                    let at = group_offset(b.n0 + i, b.group, cout_g, g.groups, p);
                     let out = region(i);
                     copy_rows_to_planes(out_buf, cols, i * p, out, p);
                     // SAFETY: the copy wrote the whole region (`cout_g` planes of `p`).
-                    epilogue.apply(unsafe { assume_init(out) }, c0, p);
+                    epilogue
+                        .shifted(at)
+                        .apply(unsafe { assume_init(out) }, c0, p);
                 }
             }
         })

@@ -105,8 +105,9 @@ pub fn conv2d_channels_major(
 ///
 /// When nothing asks for gradients (neither argument is a variable or the result of a tracked op)
 /// and [`conv2d`] has a fast kernel for the call, this is ONE fused op that adds the bias and
-/// applies the ReLU inside the GEMM's output loop and makes a single output tensor. Otherwise it is
-/// the differentiable composition of [`conv2d`], a broadcast add and `relu`, with the same values.
+/// applies the ReLU as the GEMM's output blocks are written, and makes a single output tensor.
+/// Otherwise it is the differentiable composition of [`conv2d`], a broadcast add and `relu`, with
+/// the same values.
 pub fn conv2d_bias_relu(
     x: &Tensor,
     w: &Tensor,
@@ -116,22 +117,12 @@ pub fn conv2d_bias_relu(
     groups: usize,
     relu: bool,
 ) -> Result<Tensor> {
-    let untracked = !x.track_op() && !w.track_op() && !bias.track_op();
-    let fused = fast_path(x, w, x.dims4()?, stride, padding, groups)
-        .filter(|_| untracked && all_cpu_f32(&[bias]));
+    let fused = fused_conv(x, w, bias, None, (stride, padding, groups), relu)?;
     match fused {
-        Some(geom) => x.contiguous()?.apply_op3_no_bwd(
-            &w.contiguous()?,
-            &bias.contiguous()?,
-            &op::GemmConvBiasRelu { geom, relu },
-        ),
+        Some(y) => Ok(y),
         None => {
-            let y = conv2d(x, w, stride, padding, groups)?.broadcast_add(&bias.reshape((
-                1,
-                (),
-                1,
-                1,
-            ))?)?;
+            let y = conv2d(x, w, stride, padding, groups)?;
+            let y = y.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
             if relu {
                 y.relu()
             } else {
@@ -139,6 +130,62 @@ pub fn conv2d_bias_relu(
             }
         }
     }
+}
+
+/// `max(conv2d(x, w, stride, padding, groups) + bias + residual, 0)`: a ResNet bottleneck's last
+/// convolution (BatchNorm folded into `w` and `bias`), its shortcut `residual` (the output's
+/// shape) and the ReLU after the sum.
+///
+/// Fused like [`conv2d_bias_relu`] when nothing asks for gradients, the shortcut added as the
+/// output blocks are written instead of in a pass of its own; otherwise [`conv2d_bias_relu`] then
+/// [`add_relu`]. Both give the same bits: the sums run in the same order.
+pub fn conv2d_bias_add_relu(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    match fused_conv(x, w, bias, Some(residual), (stride, padding, groups), true)? {
+        Some(y) => Ok(y),
+        None => add_relu(
+            &conv2d_bias_relu(x, w, bias, stride, padding, groups, false)?,
+            residual,
+        ),
+    }
+}
+
+/// The fused inference op behind [`conv2d_bias_relu`] and [`conv2d_bias_add_relu`], or `None`
+/// when the call has to take the differentiable composition instead (a tracked argument, no fast
+/// kernel, a residual of another shape, dtype or device).
+fn fused_conv(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    residual: Option<&Tensor>,
+    (stride, padding, groups): (usize, usize, usize),
+    relu: bool,
+) -> Result<Option<Tensor>> {
+    let mut args = vec![x, w, bias];
+    args.extend(residual);
+    if args.iter().any(|t| t.track_op()) || !all_cpu_f32(&args) {
+        return Ok(None);
+    }
+    let Some(geom) = fast_path(x, w, x.dims4()?, stride, padding, groups) else {
+        return Ok(None);
+    };
+    if residual.is_some_and(|r| r.dims4().ok() != Some(geom.y_dims())) {
+        return Ok(None);
+    }
+    let op = op::GemmConvBiasRelu {
+        geom,
+        residual: residual.map(Tensor::contiguous).transpose()?,
+        relu,
+    };
+    let (w, bias) = (w.contiguous()?, bias.contiguous()?);
+    Ok(Some(x.contiguous()?.apply_op3_no_bwd(&w, &bias, &op)?))
 }
 
 /// Whether [`conv2d`] runs its own GEMM kernels (rather than candle's `conv2d`) for these

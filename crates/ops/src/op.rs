@@ -4,15 +4,17 @@ use crate::buffers::{written, zeros};
 use crate::geometry::ConvGeom;
 use crate::kernels::{self, Epilogue};
 use crate::storage::f32_data;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 /// `conv2d(x, w)` for a fixed geometry; differentiable w.r.t. both arguments.
 pub(crate) struct GemmConv(pub ConvGeom);
 
-/// `max(conv2d(x, w) + bias, 0)` (the ReLU only when `relu`), arguments (x, w, bias) with a bias of
-/// `cout` values; inference only (no backward).
+/// `max(conv2d(x, w) + bias + residual, 0)` (the residual only when given, the ReLU only when
+/// `relu`), arguments (x, w, bias) with a bias of `cout` values and a contiguous f32 CPU residual
+/// of the output's shape; inference only (no backward).
 pub(crate) struct GemmConvBiasRelu {
     pub geom: ConvGeom,
+    pub residual: Option<Tensor>,
     pub relu: bool,
 }
 
@@ -82,13 +84,26 @@ impl CustomOp3 for GemmConvBiasRelu {
         let x = f32_data(s1, l1, g.x_len(), "input")?;
         let w = f32_data(s2, l2, g.w_len(), "weight")?;
         let bias = f32_data(s3, l3, g.cout, "bias")?;
-        let epilogue = Epilogue {
-            bias: Some(bias),
-            relu: self.relu,
+        let run = |residual: Option<&[f32]>| {
+            let epilogue = Epilogue {
+                bias: Some(bias),
+                residual,
+                relu: self.relu,
+            };
+            // SAFETY: `kernels::forward` writes every slot of its output.
+            let y = unsafe { written(g.y_len(), |y| kernels::forward(g, x, w, epilogue, y)) };
+            (CpuStorage::F32(y), Shape::from(g.y_dims()))
         };
-        // SAFETY: `kernels::forward` writes every slot of its output.
-        let y = unsafe { written(g.y_len(), |y| kernels::forward(g, x, w, epilogue, y)) };
-        Ok((CpuStorage::F32(y), Shape::from(g.y_dims())))
+        match &self.residual {
+            None => Ok(run(None)),
+            Some(r) => {
+                let (storage, layout) = r.storage_and_layout();
+                let Storage::Cpu(cpu) = &*storage else {
+                    candle_core::bail!("dfd-ops: the residual is not on the CPU")
+                };
+                Ok(run(Some(f32_data(cpu, layout, g.y_len(), "residual")?)))
+            }
+        }
     }
 }
 

@@ -253,3 +253,57 @@ fn bias_relu_epilogue_matches_candle() -> Result<()> {
     }
     Ok(())
 }
+
+/// `conv2d_bias_add_relu` (a bottleneck's last convolution, its shortcut and the ReLU): fused on
+/// plain tensors it has the bits of `conv2d_bias_relu` then `add_relu`, under 1–3 threads, for
+/// one- and several-image blocks, the strided 1×1 and the direct grouped 3×3; and it is within
+/// rounding of candle's composition. A variable input takes the differentiable composition.
+#[test]
+fn residual_epilogue_has_the_bits_of_the_separate_ops() -> Result<()> {
+    let cases = [
+        case(3, 24, 40, (14, 14), 1, 1, 1),
+        case(5, 24, 40, (5, 5), 1, 1, 1),
+        case(3, 24, 40, (9, 9), 1, 2, 1),
+        case(3, 64, 64, (9, 9), 3, 1, 32),
+        case(2, 64, 64, (17, 15), 3, 2, 32),
+    ];
+    for c in cases {
+        let x = tensor(&c.x_dims(), 1)?;
+        let w = (tensor(&c.w_dims(), 2)? * 0.3)?;
+        let bias = tensor(&[c.cout], 4)?;
+        let want = x
+            .conv2d(&w, c.pad, c.stride, 1, c.groups)?
+            .broadcast_add(&bias.reshape((1, c.cout, 1, 1))?)?;
+        let residual = tensor(want.dims(), 5)?;
+        let want = (want + &residual)?.relu()?;
+        for threads in 1..=3 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool");
+            let (fused, separate) = pool.install(|| -> Result<_> {
+                let (s, p, g) = (c.stride, c.pad, c.groups);
+                let fused = dfd_ops::conv2d_bias_add_relu(&x, &w, &bias, &residual, s, p, g)?;
+                let y = dfd_ops::conv2d_bias_relu(&x, &w, &bias, s, p, g, false)?;
+                Ok((fused, dfd_ops::add_relu(&y, &residual)?))
+            })?;
+            let name = format!("{c:?} threads {threads}");
+            let bits = |t: &Tensor| -> Result<Vec<u32>> {
+                Ok(t.flatten_all()?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect())
+            };
+            assert_eq!(bits(&fused)?, bits(&separate)?, "{name}: fused vs separate");
+            assert_close(&name, &fused, &want)?;
+        }
+        let base = Var::from_tensor(&x)?;
+        let (s, p, g) = (c.stride, c.pad, c.groups);
+        let got = dfd_ops::conv2d_bias_add_relu(&base, &w, &bias, &residual, s, p, g)?;
+        assert_close(&format!("{c:?} tracked y"), &got, &want)?;
+        let grads = got.sum_all()?.backward()?;
+        assert!(grads.get(&base).is_some(), "{c:?}: the input gradient");
+    }
+    Ok(())
+}
