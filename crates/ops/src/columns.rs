@@ -30,6 +30,10 @@ pub(crate) fn im2col_image(g: &ConvGeom, xg: &[f32], col: &mut [f32], cols: usiz
     let taps = g.kh * g.kw;
     let offsets = short_rows(g).then(|| tap_offsets(g));
     let fill = |(plane, rows): (&[f32], &mut [f32])| {
+        let phases = match offsets {
+            None => column_phases(g, plane),
+            Some(_) => Vec::new(),
+        };
         for (tap, row) in rows.chunks_mut(cols).take(taps).enumerate() {
             let row = &mut row[c0..c0 + p];
             match &offsets {
@@ -38,7 +42,7 @@ pub(crate) fn im2col_image(g: &ConvGeom, xg: &[f32], col: &mut [f32], cols: usiz
                         *v = plane.get(i as usize).copied().unwrap_or(0.0);
                     }
                 }
-                None => fill_row(g, plane, tap / g.kw, tap % g.kw, row),
+                None => fill_row(g, plane, &phases, tap / g.kw, tap % g.kw, row),
             }
         }
     };
@@ -135,8 +139,29 @@ fn tap_offsets(g: &ConvGeom) -> Vec<u32> {
     offsets
 }
 
-/// One im2col row: `row[oy·wo + ox] = plane[oy·s + ky − pad][ox·s + kx − pad]`, 0 outside.
-fn fill_row(g: &ConvGeom, plane: &[f32], ky: usize, kx: usize, row: &mut [f32]) {
+/// For a strided convolution, the plane's rows split into `stride` column phases: phase `j`, row
+/// `y`, value `i` (at `(j·h + y)·⌈w/s⌉ + i`) is `plane[y][i·s + j]`, or 0 past the row's end.
+/// Then every im2col row's run of a plane row is a contiguous copy. Empty for stride 1.
+fn column_phases(g: &ConvGeom, plane: &[f32]) -> Vec<f32> {
+    let s = g.stride;
+    if s == 1 {
+        return Vec::new();
+    }
+    let wp = g.w.div_ceil(s);
+    let mut phases = vec![0.0; s * g.h * wp];
+    for (y, row) in plane.chunks_exact(g.w).take(g.h).enumerate() {
+        for (i, columns) in row.chunks(s).enumerate() {
+            for (j, &v) in columns.iter().enumerate() {
+                phases[(j * g.h + y) * wp + i] = v;
+            }
+        }
+    }
+    phases
+}
+
+/// One im2col row: `row[oy·wo + ox] = plane[oy·s + ky − pad][ox·s + kx − pad]`, 0 outside;
+/// `phases` are the plane's [`column_phases`].
+fn fill_row(g: &ConvGeom, plane: &[f32], phases: &[f32], ky: usize, kx: usize, row: &mut [f32]) {
     let ys = valid_range(g.ho, g.h, ky, g.stride, g.pad);
     let xs = valid_range(g.wo, g.w, kx, g.stride, g.pad);
     for (oy, out) in row.chunks_exact_mut(g.wo).enumerate() {
@@ -144,18 +169,19 @@ fn fill_row(g: &ConvGeom, plane: &[f32], ky: usize, kx: usize, row: &mut [f32]) 
             out.fill(0.0);
             continue;
         }
-        let src = &plane[(oy * g.stride + ky - g.pad) * g.w..][..g.w];
+        let iy = oy * g.stride + ky - g.pad;
         out[..xs.start].fill(0.0);
         out[xs.end..].fill(0.0);
         let ix0 = xs.start * g.stride + kx - g.pad;
         let dst = &mut out[xs.clone()];
-        if g.stride == 1 {
-            dst.copy_from_slice(&src[ix0..ix0 + dst.len()]);
+        let src = if g.stride == 1 {
+            &plane[iy * g.w + ix0..]
         } else {
-            for (d, s) in dst.iter_mut().zip(src[ix0..].iter().step_by(g.stride)) {
-                *d = *s;
-            }
-        }
+            let wp = g.w.div_ceil(g.stride);
+            let j = ix0 % g.stride;
+            &phases[(j * g.h + iy) * wp + ix0 / g.stride..]
+        };
+        dst.copy_from_slice(&src[..dst.len()]);
     }
 }
 

@@ -59,32 +59,52 @@ impl MaxPool {
         start.saturating_sub(self.padding)..(start + self.kernel - self.padding).min(len)
     }
 
-    /// One H×W plane pooled to Ho×Wo: the maximum over each row's column windows first, then over
-    /// each output row's window of those rows (a vectorised pass).
+    /// One H×W plane pooled to Ho×Wo, one output row at a time: the maximum over the row's
+    /// window of input rows first (element-wise, vectorised), then over each output's window of
+    /// that row's columns, read from the row's `stride` phases (every `stride`-th value) so that
+    /// each tap of the window is again an element-wise maximum of contiguous values.
     fn plane(&self, plane: &[f32]) -> Vec<f32> {
         let ((h, w), (ho, wo)) = (self.input, self.output);
-        let mut across = Vec::with_capacity(h * wo);
-        for row in plane.chunks_exact(w) {
-            across.extend((0..wo).map(|ox| max(&row[self.window(ox, w)])));
-        }
+        let s = self.stride;
+        let phase_len = w.div_ceil(s);
+        let mut down = vec![f32::NEG_INFINITY; w];
+        let mut phases = vec![f32::NEG_INFINITY; s * phase_len];
         let mut out = vec![f32::NEG_INFINITY; ho * wo];
         for (oy, out_row) in out.chunks_exact_mut(wo).enumerate() {
-            for row in across
-                .chunks_exact(wo)
+            down.fill(f32::NEG_INFINITY);
+            for row in plane
+                .chunks_exact(w)
                 .take(self.window(oy, h).end)
                 .skip(self.window(oy, h).start)
             {
-                for (o, &v) in out_row.iter_mut().zip(row) {
+                for (m, &v) in down.iter_mut().zip(row) {
+                    *m = m.max(v);
+                }
+            }
+            for (i, columns) in down.chunks(s).enumerate() {
+                for (j, &v) in columns.iter().enumerate() {
+                    phases[j * phase_len + i] = v;
+                }
+            }
+            for k in 0..self.kernel {
+                // Output `ox` reads column `ox·s + k − padding`: from output `back` on (the
+                // first inside the row) that is phase `j`'s value `ox − back + shift`; columns
+                // right of `w` are −∞ in the phases.
+                let back = self.padding.saturating_sub(k).div_ceil(s);
+                let offset = back * s + k - self.padding;
+                let (j, shift) = (offset % s, offset / s);
+                let phase = &phases[j * phase_len..(j + 1) * phase_len];
+                let (Some(outs), Some(values)) = (out_row.get_mut(back..), phase.get(shift..))
+                else {
+                    continue;
+                };
+                for (o, &v) in outs.iter_mut().zip(values) {
                     *o = o.max(v);
                 }
             }
         }
         out
     }
-}
-
-fn max(values: &[f32]) -> f32 {
-    values.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 impl CustomOp1 for MaxPool {

@@ -43,6 +43,11 @@ fn max_pool_matches_the_definition_fast_and_fallback() -> Result<()> {
         ([1, 4, 6, 6], 2, 2, 0),
         ([1, 2, 5, 5], 3, 1, 1),
         ([1, 2, 7, 6], 5, 3, 2),
+        ([1, 2, 30, 31], 3, 2, 1),
+        ([1, 2, 1, 1], 3, 1, 1),
+        ([1, 2, 1, 1], 5, 1, 2),
+        ([1, 2, 2, 3], 3, 2, 1),
+        ([1, 2, 11, 13], 4, 3, 2),
     ];
     for (dims, k, s, p) in cases {
         // Centred values: negatives next to the padding show whether padded positions win.
