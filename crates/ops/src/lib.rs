@@ -10,7 +10,9 @@
 //!
 //! Train-mode BatchNorm (+ ReLU), the residual `relu(a + b)` and `nn.Linear` are fused ops too
 //! ([`batch_norm_train`], [`add_relu`], [`linear`]): candle builds them from many whole-tensor ops and
-//! reductions, which cost more than the convolutions of a fine-tune step.
+//! reductions, which cost more than the convolutions of a fine-tune step. For inference, BatchNorm
+//! folded into a convolution, the ReLU and a bottleneck's shortcut are applied as the convolution's
+//! output is written ([`conv2d_bias_relu`], [`conv2d_bias_add_relu`]).
 //!
 //! [`fallback::with_fallbacks`] switches the fast paths off on a thread, so tests cover the
 //! candle fallbacks other devices run.
