@@ -16,8 +16,8 @@
 //! 2. Outputs are computed on that `ho × wq` grid (the `wq − wo` extra columns of each row are
 //!    discarded), 4 channels × 64 pixels at a time in 16 AVX-512 accumulators: per input channel
 //!    and tap, 4 vector loads, 4 weight broadcasts and 16 FMAs.
-//! 3. The valid columns are copied into the output with the epilogue (bias, ReLU) applied on the
-//!    way, so it costs no pass of its own.
+//! 3. The valid columns are copied into the output with the epilogue (bias, a residual, ReLU)
+//!    applied on the way, so it costs no pass of its own.
 //!
 //! Sums run over (input channel, tap) in order, each step one FMA: the values differ from the
 //! GEMM path's by rounding only.
