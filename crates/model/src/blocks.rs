@@ -145,13 +145,9 @@ impl ConvBn {
     ) -> Result<Tensor> {
         match (&self.norm, layout) {
             (Norm::Folded(bias), MemoryFormat::Nchw) => {
-                let Conv {
-                    weight,
-                    stride,
-                    padding,
-                    groups,
-                } = &self.conv;
-                dfd_ops::conv2d_bias_add_relu(x, weight, bias, residual, *stride, *padding, *groups)
+                let c = &self.conv;
+                let (w, s, p, g) = (&c.weight, c.stride, c.padding, c.groups);
+                dfd_ops::conv2d_bias_add_relu(x, w, bias, residual, s, p, g)
             }
             _ => dfd_ops::add_relu(&self.forward_in(x, train, false, layout)?, residual),
         }

@@ -30,6 +30,12 @@ impl Case {
     }
 }
 
+/// `f` on a rayon pool of `threads` threads (different counts select different work splits).
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+    pool.expect("thread pool").install(f)
+}
+
 /// Checks `y`, `dx` and `dw` of `dfd_ops::conv2d(x(base), w)` against candle, where `x` is derived
 /// from the variable `base` by `view` (identity, or a non-contiguous view).
 fn check_with_view(
@@ -51,11 +57,7 @@ fn check_with_view(
     let r = tensor(want.dims(), 3)?;
     let want_grads = (&want * &r)?.sum_all()?.backward()?;
     for threads in 1..=3 {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        let (got, grads) = pool.install(|| -> Result<_> {
+        let (got, grads) = on_threads(threads, || -> Result<_> {
             let got = dfd_ops::conv2d(&x, &w, c.stride, c.pad, c.groups)?;
             let grads = (&got * &r)?.sum_all()?.backward()?;
             Ok((got, grads))
@@ -226,11 +228,7 @@ fn bias_relu_epilogue_matches_candle() -> Result<()> {
         for relu in [false, true] {
             let want = if relu { affine.relu()? } else { affine.clone() };
             for threads in 1..=3 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .expect("thread pool");
-                let got = pool.install(|| {
+                let got = on_threads(threads, || {
                     dfd_ops::conv2d_bias_relu(&x, &w, &bias, c.stride, c.pad, c.groups, relu)
                 })?;
                 assert_close(&format!("{c:?} relu {relu} threads {threads}"), &got, &want)?;
@@ -277,11 +275,7 @@ fn residual_epilogue_has_the_bits_of_the_separate_ops() -> Result<()> {
         let residual = tensor(want.dims(), 5)?;
         let want = (want + &residual)?.relu()?;
         for threads in 1..=3 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("thread pool");
-            let (fused, separate) = pool.install(|| -> Result<_> {
+            let (fused, separate) = on_threads(threads, || -> Result<_> {
                 let (s, p, g) = (c.stride, c.pad, c.groups);
                 let fused = dfd_ops::conv2d_bias_add_relu(&x, &w, &bias, &residual, s, p, g)?;
                 let y = dfd_ops::conv2d_bias_relu(&x, &w, &bias, s, p, g, false)?;
