@@ -192,8 +192,8 @@ pub(crate) fn group_weight<'a>(g: &ConvGeom, w: &'a [f32], group: usize) -> MatR
     MatRef::rows(&w[group * len..(group + 1) * len], g.cout_g(), g.k(), g.k())
 }
 
-/// What [`forward`] applies to every output value after the GEMM, while the values are still in
-/// cache: `+ bias[output channel]` (when given), then `+ residual[same index]` (when given), then
+/// What [`forward`] applies to every output value, in the same task right after the block's GEMM
+/// (the direct kernel: as it writes its output): `+ bias[output channel]` (when given), then `+ residual[same index]` (when given), then
 /// `max(·, 0)` (when `relu`). The sums run in that order, so the fused result has the bits of the
 /// separate ops (conv + bias, then [`crate::add_relu`]).
 #[derive(Clone, Copy)]

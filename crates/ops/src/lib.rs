@@ -107,9 +107,9 @@ pub fn conv2d_channels_major(
 ///
 /// When nothing asks for gradients (neither argument is a variable or the result of a tracked op)
 /// and [`conv2d`] has a fast kernel for the call, this is ONE fused op that adds the bias and
-/// applies the ReLU as the GEMM's output blocks are written, and makes a single output tensor.
-/// Otherwise it is the differentiable composition of [`conv2d`], a broadcast add and `relu`, with
-/// the same values.
+/// applies the ReLU right after each block's GEMM (the direct grouped kernel: as it writes its
+/// output), and makes a single output tensor. Otherwise it is the differentiable composition of
+/// [`conv2d`], a broadcast add and `relu`, with the same values.
 pub fn conv2d_bias_relu(
     x: &Tensor,
     w: &Tensor,
@@ -138,9 +138,9 @@ pub fn conv2d_bias_relu(
 /// convolution (BatchNorm folded into `w` and `bias`), its shortcut `residual` (the output's
 /// shape) and the ReLU after the sum.
 ///
-/// Fused like [`conv2d_bias_relu`] when nothing asks for gradients, the shortcut added as the
-/// output blocks are written instead of in a pass of its own; otherwise [`conv2d_bias_relu`] then
-/// [`add_relu`]. Both give the same bits: the sums run in the same order.
+/// Fused like [`conv2d_bias_relu`] when nothing asks for gradients: the shortcut is added where
+/// the bias and ReLU are applied, instead of in a pass over the activations of its own. Otherwise
+/// [`conv2d_bias_relu`] then [`add_relu`]. Both give the same bits: the sums run in the same order.
 pub fn conv2d_bias_add_relu(
     x: &Tensor,
     w: &Tensor,
