@@ -2,9 +2,10 @@
 
 use crate::buffers::{written, zeros};
 use crate::geometry::ConvGeom;
+use crate::host::with_f32;
 use crate::kernels::{self, Epilogue};
 use crate::storage::f32_data;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// `conv2d(x, w)` for a fixed geometry; differentiable w.r.t. both arguments.
 pub(crate) struct GemmConv(pub ConvGeom);
@@ -96,13 +97,7 @@ impl CustomOp3 for GemmConvBiasRelu {
         };
         match &self.residual {
             None => Ok(run(None)),
-            Some(r) => {
-                let (storage, layout) = r.storage_and_layout();
-                let Storage::Cpu(cpu) = &*storage else {
-                    candle_core::bail!("dfd-ops: the residual is not on the CPU")
-                };
-                Ok(run(Some(f32_data(cpu, layout, g.y_len(), "residual")?)))
-            }
+            Some(r) => with_f32(r, |r| run(Some(r))),
         }
     }
 }
