@@ -12,7 +12,7 @@ use crate::norm::{BatchNorm, BnMode};
 
 mod tape;
 
-pub(crate) use tape::ResLayerTape;
+pub(crate) use tape::{insert_grad, ResLayerTape};
 
 /// A bias-free `nn.Conv2d` with "same"-style padding `k / 2` (7→3, 3→1, 1→0).
 #[derive(Clone, Debug)]

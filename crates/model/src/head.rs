@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::{Arch, Cut};
 use crate::blocks::{global_avg_pool, linear, Linear, ResLayer, ResLayerTape};
+use crate::classifier_tape::{self, ClassifierTape};
 use crate::memory_format::MemoryFormat;
 use crate::norm::{BnMode, BN_MOMENTUM};
 use crate::weights::ResolvedWeights;
@@ -198,17 +199,27 @@ impl Head {
     /// The train-mode forward for one optimiser step: the logits (dropout masks drawn from `rng`,
     /// reproducible for a seeded RNG), and [`TrainForward::backward`] for the gradients.
     ///
-    /// On the CPU in f32, `FinetuneLayer4` runs layer4 outside candle's graph: its forward keeps
-    /// what the backward needs and `backward` computes layer4's gradients itself (the same values
-    /// up to the order of float sums, without the zeroed buffer and extra pass candle's autograd
-    /// spends on every node). Other heads, devices and dtypes, and any head inside
-    /// [`dfd_ops::fallback::with_fallbacks`], build candle's graph instead; the dropout mask is
+    /// On the CPU in f32, the `Mlp` and `Linear` heads run their whole classifier, and
+    /// `FinetuneLayer4` its layer4, outside candle's graph: the forward keeps what the backward
+    /// needs and `backward` computes those gradients itself (the same values up to the order of
+    /// float sums, without the zeroed buffer and extra pass candle's autograd spends on every
+    /// node). Other devices and dtypes, and any head inside
+    /// [`dfd_ops::fallback::with_fallbacks`], build candle's graph instead; the dropout masks are
     /// drawn from `rng` the same way on both paths.
     pub fn forward_train(
         &self,
         x: &Tensor,
         rng: &mut impl Rng,
     ) -> candle_core::Result<TrainForward<'_>> {
+        let p = self.spec.dropout();
+        if let Body::Classifier(layers) = &self.body {
+            if let Some(tape) = classifier_tape::forward_tape(layers, x, p, rng)? {
+                return Ok(TrainForward {
+                    logits: tape.logits.as_tensor().clone(),
+                    tape: Tape::Classifier(tape),
+                });
+            }
+        }
         if let Body::FinetuneLayer4 { layer4, fc } = &self.body {
             if let Some(tape) = layer4.forward_tape(x)? {
                 let pooled = Var::from_tensor(&pool(
@@ -216,10 +227,10 @@ impl Head {
                     tape.output().dims,
                     x.device(),
                 )?)?;
-                let logits = fc.forward(&dropout(pooled.as_tensor(), self.spec.dropout(), rng)?)?;
+                let logits = fc.forward(&dropout(pooled.as_tensor(), p, rng)?)?;
                 return Ok(TrainForward {
                     logits,
-                    layer4: Some(Layer4Tape {
+                    tape: Tape::Layer4(Layer4Tape {
                         stage: layer4,
                         tape,
                         pooled,
@@ -229,7 +240,7 @@ impl Head {
         }
         Ok(TrainForward {
             logits: self.logits(x, true, rng)?,
-            layer4: None,
+            tape: Tape::Graph,
         })
     }
 
@@ -261,7 +272,17 @@ impl Head {
 pub struct TrainForward<'a> {
     /// Logits N×2.
     pub logits: Tensor,
-    layer4: Option<Layer4Tape<'a>>,
+    tape: Tape<'a>,
+}
+
+/// How [`TrainForward::backward`] reaches the parameters.
+enum Tape<'a> {
+    /// All through candle's graph.
+    Graph,
+    /// The classifier outside it: the logits are the graph's leaf.
+    Classifier(ClassifierTape<'a>),
+    /// layer4 outside it: the pooled features are the graph's leaf.
+    Layer4(Layer4Tape<'a>),
 }
 
 /// layer4 run outside candle's graph: the pooled features are a leaf variable of the graph that
@@ -277,19 +298,26 @@ impl TrainForward<'_> {
     /// trainable variable of the head.
     pub fn backward(self, loss: &Tensor) -> candle_core::Result<GradStore> {
         let mut grads = loss.backward()?;
-        let Some(Layer4Tape {
-            stage,
-            tape,
-            pooled,
-        }) = self.layer4
-        else {
-            return Ok(grads);
-        };
-        // No gradient reaches the features when dropout dropped everything: nor does one reach
-        // layer4's parameters in candle's graph.
-        if let Some(d_pooled) = grads.remove(pooled.as_tensor()) {
-            let d_out = unpool(&d_pooled.to_vec2::<f32>()?, tape.output().dims);
-            tape.backward(stage, d_out, &mut grads)?;
+        match self.tape {
+            Tape::Graph => {}
+            Tape::Classifier(tape) => {
+                // A loss that does not depend on the logits reaches no parameter, as in the graph.
+                if let Some(d_logits) = grads.remove(tape.logits.as_tensor()) {
+                    tape.backward(d_logits.flatten_all()?.to_vec1::<f32>()?, &mut grads)?;
+                }
+            }
+            Tape::Layer4(Layer4Tape {
+                stage,
+                tape,
+                pooled,
+            }) => {
+                // No gradient reaches the features when dropout dropped everything: nor does one
+                // reach layer4's parameters in candle's graph.
+                if let Some(d_pooled) = grads.remove(pooled.as_tensor()) {
+                    let d_out = unpool(&d_pooled.to_vec2::<f32>()?, tape.output().dims);
+                    tape.backward(stage, d_out, &mut grads)?;
+                }
+            }
         }
         Ok(grads)
     }
@@ -371,23 +399,39 @@ fn linear_params(layers: &[Linear]) -> Vec<Tensor> {
 }
 
 /// Inverted dropout with probability `p`: keeps each value with probability 1 − p and scales it
-/// by 1/(1 − p), like `nn.Dropout` in train mode; the mask is drawn on the CPU from `rng`.
+/// by 1/(1 − p), like `nn.Dropout` in train mode; the mask is drawn on the CPU from `rng`
+/// ([`dropout_mask`]).
+pub fn dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
+    if p >= 1.0 {
+        return x.zeros_like();
+    }
+    let Some(mask) = dropout_mask(x.elem_count(), p, rng) else {
+        return Ok(x.clone());
+    };
+    let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?
+        .to_device(x.device())?
+        .to_dtype(x.dtype())?;
+    x * mask
+}
+
+/// The factors [`dropout`] multiplies `len` values by (0 or 1/(1 − p)); `None` when `p ≤ 0`
+/// (nothing drawn), all zeros when `p ≥ 1` (nothing drawn).
 ///
 /// Value `i` is dropped when the `i`-th `rng.random::<f32>()` would be below `p`. That draw is
 /// `(u >> 8)·2⁻²⁴` of the `i`-th `u32`, so the mask is computed from one bulk fill of `u32`s,
 /// compared with `p·2²⁴` (both sides exact), which gives the same mask several times faster.
-pub fn dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
+pub(crate) fn dropout_mask(len: usize, p: f32, rng: &mut impl Rng) -> Option<Vec<f32>> {
     if p <= 0.0 {
-        return Ok(x.clone());
+        return None;
     }
     if p >= 1.0 {
-        return x.zeros_like();
+        return Some(vec![0.0; len]);
     }
     let scale = 1.0 / (1.0 - p);
-    let mut draws = vec![0u32; x.elem_count()];
+    let mut draws = vec![0u32; len];
     rng.fill(&mut draws[..]);
     let threshold = p * (1u32 << 24) as f32;
-    let mask: Vec<f32> = draws
+    let mask = draws
         .iter()
         .map(|&u| {
             if ((u >> 8) as f32) < threshold {
@@ -397,8 +441,5 @@ pub fn dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> candle_core::Result<Te
             }
         })
         .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?
-        .to_device(x.device())?
-        .to_dtype(x.dtype())?;
-    x * mask
+    Some(mask)
 }

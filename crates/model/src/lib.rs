@@ -10,6 +10,7 @@ mod arch;
 mod backbone;
 mod blocks;
 mod bundle;
+mod classifier_tape;
 mod device;
 mod head;
 mod memory_format;

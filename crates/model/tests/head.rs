@@ -341,3 +341,72 @@ fn forward_train_matches_the_graph_in_logits_gradients_and_running_statistics() 
         assert!(diff < 1e-4, "{name}: {diff}");
     }
 }
+
+#[test]
+fn classifier_heads_train_forward_matches_the_graph_in_logits_and_gradients() {
+    // The MLP and Linear heads run outside candle's graph on the CPU: the same logits, the same
+    // gradients, and the RNG left where the graph leaves it, with and without dropout, and with
+    // everything dropped.
+    let mlp = |dropout| HeadSpec::Mlp {
+        input: 48,
+        hidden: vec![40, 24],
+        dropout,
+    };
+    let specs = [
+        mlp(0.5),
+        mlp(0.0),
+        mlp(1.0),
+        HeadSpec::Linear {
+            input: 48,
+            dropout: 0.3,
+        },
+    ];
+    // 2-D features, and 4-D ones the heads flatten.
+    for (spec, shape) in
+        specs
+            .iter()
+            .zip([[5, 48, 1, 1], [5, 48, 1, 1], [5, 3, 4, 4], [5, 48, 1, 1]])
+    {
+        let ((graph, graph_vars), (taped, taped_vars)) = (new_head(spec, 3), new_head(spec, 3));
+        let x = (ramp(&shape) - 0.4).unwrap();
+        let labels = Tensor::new(&[0u32, 1, 1, 0, 1], &Device::Cpu).unwrap();
+        let loss = |logits: &Tensor| candle_nn::loss::cross_entropy(logits, &labels).unwrap();
+        let (mut graph_rng, mut taped_rng) =
+            (ChaCha8Rng::seed_from_u64(1), ChaCha8Rng::seed_from_u64(1));
+        let (expected_logits, expected) = dfd_ops::fallback::with_fallbacks(|| {
+            let forward = graph.forward_train(&x, &mut graph_rng).unwrap();
+            let logits = forward.logits.clone();
+            let grads = forward.backward(&loss(&logits)).unwrap();
+            (logits, grads)
+        });
+        let forward = taped.forward_train(&x, &mut taped_rng).unwrap();
+        let logits = forward.logits.clone();
+        let grads = forward.backward(&loss(&logits)).unwrap();
+
+        assert!(relative_diff(&logits, &expected_logits) < 1e-5, "{spec}");
+        assert_eq!(
+            graph_rng.random::<u64>(),
+            taped_rng.random::<u64>(),
+            "{spec}"
+        );
+        let (graph_vars, taped_vars) = (
+            graph_vars.data().lock().unwrap(),
+            taped_vars.data().lock().unwrap(),
+        );
+        for (name, var) in graph_vars.iter() {
+            let got = grads
+                .get(taped_vars[name].as_tensor())
+                .unwrap_or_else(|| panic!("{spec}: no gradient for {name}"));
+            assert_eq!(got.dims(), var.dims(), "{spec}: {name}");
+            match expected.get(var.as_tensor()) {
+                Some(want) => assert!(relative_diff(got, want) < 1e-5, "{spec}: {name}"),
+                // Everything dropped: the graph reaches no earlier layer; the tape gives the
+                // zeros PyTorch's autograd gives.
+                None => {
+                    let values = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    assert!(values.iter().all(|&v| v == 0.0), "{spec}: {name}");
+                }
+            }
+        }
+    }
+}

@@ -1,12 +1,14 @@
 //! The CPU f32 kernels on plain slices, for callers that run their own backward pass instead of
-//! candle's autograd (dfd-model's layer4 fine-tune step): the same kernels as the candle ops of
-//! this crate, on channels-major (C×N×H×W) activations.
+//! candle's autograd (dfd-model's layer4 fine-tune step and its classifier heads' step): the same
+//! kernels as the candle ops of this crate, convolutions on channels-major (C×N×H×W)
+//! activations, `nn.Linear` on row-major N×I inputs.
 //!
 //! Every function panics when a slice's length disagrees with the shape it is given.
 
 use crate::buffers::{written, zeros};
 use crate::geometry::{gemm_kernel, ConvGeom};
 use crate::kernels::{self, Epilogue};
+use crate::linear::Dims;
 
 pub use crate::batchnorm::{zip_map, SliceBatchNorm, SliceBatchNormGrads};
 pub use crate::storage::all_cpu_f32;
@@ -62,4 +64,52 @@ pub fn conv_backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dw = zeros(s.0.w_len());
     kernels::backward_weight(&s.0, x, dy, &mut dw);
     dw
+}
+
+/// The sizes of one `nn.Linear` (N rows of I inputs to O outputs, weight O×I), and the arithmetic
+/// its GEMMs use: the calling thread's [`crate::compute::current`] when it was built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearShape(Dims);
+
+impl LinearShape {
+    pub fn new(n: usize, i: usize, o: usize) -> Self {
+        let compute = crate::compute::current();
+        LinearShape(Dims { n, i, o, compute })
+    }
+}
+
+/// `y = x·wᵀ + b` (N×O), the values of [`crate::linear`].
+pub fn linear_forward(s: &LinearShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let Dims { n, i, o, .. } = s.0;
+    assert_eq!(
+        (x.len(), w.len(), b.len()),
+        (n * i, o * i, o),
+        "linear sizes"
+    );
+    s.0.forward(x, w, b)
+}
+
+/// The gradient w.r.t. the input (N×I), given the output gradient `dy` (N×O) and the weight.
+pub fn linear_backward_input(s: &LinearShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let Dims { n, i, o, .. } = s.0;
+    assert_eq!((dy.len(), w.len()), (n * o, o * i), "linear sizes");
+    s.0.grad_input(dy, w)
+}
+
+/// The gradient w.r.t. the weight (O×I), given the output gradient `dy` and the input `x`.
+pub fn linear_backward_weight(s: &LinearShape, dy: &[f32], x: &[f32]) -> Vec<f32> {
+    let Dims { n, i, o, .. } = s.0;
+    assert_eq!((dy.len(), x.len()), (n * o, n * i), "linear sizes");
+    s.0.grad_weight(dy, x)
+}
+
+/// The gradient w.r.t. the bias (O values): the column sums of the output gradient `dy` (N×O).
+pub fn linear_backward_bias(s: &LinearShape, dy: &[f32]) -> Vec<f32> {
+    let Dims { n, o, .. } = s.0;
+    assert_eq!(dy.len(), n * o, "linear sizes");
+    let mut db = vec![0f32; o];
+    for row in dy.chunks_exact(o.max(1)) {
+        db.iter_mut().zip(row).for_each(|(d, &g)| *d += g);
+    }
+    db
 }

@@ -119,10 +119,10 @@ impl ConvBn {
             .norm
             .backward(&tape.z, &tape.y.values, dy, &bn_weight.to_vec1::<f32>()?);
         let dz = bn.x;
-        insert(grads, bn_weight, bn.weight)?;
-        insert(grads, bn_bias, bn.bias)?;
+        insert_grad(grads, bn_weight, bn.weight)?;
+        insert_grad(grads, bn_bias, bn.bias)?;
         let weight = &self.conv.weight;
-        insert(
+        insert_grad(
             grads,
             weight,
             cpu::conv_backward_weight(&tape.shape, x, &dz),
@@ -147,7 +147,7 @@ impl ConvBn {
 }
 
 /// `grads[param] = values` (in `param`'s shape).
-fn insert(grads: &mut GradStore, param: &Tensor, values: Vec<f32>) -> Result<()> {
+pub(crate) fn insert_grad(grads: &mut GradStore, param: &Tensor, values: Vec<f32>) -> Result<()> {
     grads.insert(
         param,
         Tensor::from_vec(values, param.shape(), param.device())?,
