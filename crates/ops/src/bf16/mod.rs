@@ -3,7 +3,8 @@
 //! exact emulation (operands rounded to bf16, then the f32 GEMM).
 //!
 //! Products with fewer than [`MIN_ROWS`] rows (the grouped 3×3 convolutions' 4 to 16 output
-//! channels per group in layer1–3, a linear layer on a small batch) compute in f32, everywhere:
+//! channels per group in layer1–3, the forward of a linear layer with few outputs such as the
+//! heads' 2 logits, the input gradient of one on a small batch) compute in f32, everywhere:
 //! a tile mostly of padding, or rounding copies bigger than the product, is slower than the f32
 //! GEMM, so bf16 would lose precision for nothing.
 
