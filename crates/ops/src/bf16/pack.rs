@@ -70,6 +70,12 @@ pub(crate) fn pack_b(
             }
         } else {
             // One column at a time, along k: its pairs are adjacent once converted.
+            #[cfg(target_arch = "x86_64")]
+            if crate::compute::bf16_native() {
+                // SAFETY: the CPU has AVX-512F and AVX512-BF16; `dst` holds the panel.
+                unsafe { column_pairs_avx512(b, (k0, kc), (n0 + c0, cols), pairs, dst) };
+                continue;
+            }
             dst.fill(0);
             let bt = b.t();
             for j in 0..cols {
@@ -84,6 +90,92 @@ pub(crate) fn pack_b(
             }
         }
     }
+}
+
+/// One panel of [`pack_b`] from a `b` whose rows are not contiguous: columns `n0..n0+cols` (at
+/// most [`NR`]), rows `k0..k0+kc`. Each column's run along k, rounded to bf16, holds its k pairs
+/// as consecutive 32-bit words (the even k in the low half, as the panel wants them); 16 columns ×
+/// 16 pairs of words are transposed in registers into 16 pairs × 16 columns of the panel. Columns
+/// past `cols` and pairs past `kc` are zero.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn column_pairs_avx512(
+    b: &MatRef<'_>,
+    (k0, kc): (usize, usize),
+    (n0, cols): (usize, usize),
+    pairs: usize,
+    dst: &mut [u16],
+) {
+    use std::arch::x86_64::*;
+    assert!(cols <= NR && dst.len() >= pairs * 2 * NR && kc <= 2 * pairs);
+    let bt = b.t();
+    let mut tmp = [0f32; 32];
+    for p0 in (0..pairs).step_by(16) {
+        // k values `2·p0 ..` of this block of 16 pairs that exist.
+        let ks = kc.saturating_sub(2 * p0).min(32);
+        for j0 in (0..NR).step_by(16) {
+            let mut words = [_mm512_setzero_si512(); 16];
+            for (j, w) in words.iter_mut().enumerate() {
+                if j0 + j >= cols || ks == 0 {
+                    continue;
+                }
+                let run = bt.row_run(n0 + j0 + j, k0 + 2 * p0, ks, &mut tmp);
+                let half = |from: usize| {
+                    let n = ks.saturating_sub(from).min(16);
+                    let mask = ((1u32 << n) - 1) as __mmask16;
+                    // SAFETY: the mask covers only elements inside `run`.
+                    unsafe { _mm512_maskz_loadu_ps(mask, run.as_ptr().wrapping_add(from)) }
+                };
+                let bf = _mm512_cvtne2ps_pbh(half(16), half(0));
+                *w = std::mem::transmute::<__m512bh, __m512i>(bf);
+            }
+            let rows = transpose_16x16(words);
+            for (q, row) in rows.iter().enumerate().take(pairs - p0) {
+                let at = (p0 + q) * 2 * NR + 2 * j0;
+                _mm512_storeu_si512(dst.as_mut_ptr().add(at).cast(), *row);
+            }
+        }
+    }
+}
+
+/// The 16×16 matrix of 32-bit words whose row `i` is `m[i]`, transposed.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_16x16(m: [std::arch::x86_64::__m512i; 16]) -> [std::arch::x86_64::__m512i; 16] {
+    use std::arch::x86_64::*;
+    // Words within 128-bit lanes: rows (2i, 2i+1) interleaved, then pairs of those.
+    let mut a = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        a[2 * i] = _mm512_unpacklo_epi32(m[2 * i], m[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(m[2 * i], m[2 * i + 1]);
+    }
+    let mut c = [_mm512_setzero_si512(); 16];
+    for i in 0..4 {
+        for h in 0..2 {
+            let (x, y) = (a[4 * i + h], a[4 * i + 2 + h]);
+            c[4 * i + 2 * h] = _mm512_unpacklo_epi64(x, y);
+            c[4 * i + 2 * h + 1] = _mm512_unpackhi_epi64(x, y);
+        }
+    }
+    // Now c[4i + r] holds, in 128-bit lane l, words (4i..4i+4) of column 4l + r. Gather the
+    // 128-bit lanes: first across pairs of row groups, then across the two halves.
+    let mut e = [_mm512_setzero_si512(); 16];
+    for i in 0..2 {
+        for r in 0..4 {
+            let (x, y) = (c[8 * i + r], c[8 * i + 4 + r]);
+            e[8 * i + r] = _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y);
+            e[8 * i + 4 + r] = _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y);
+        }
+    }
+    let mut out = [_mm512_setzero_si512(); 16];
+    for h in 0..2 {
+        for r in 0..4 {
+            let (x, y) = (e[4 * h + r], e[8 + 4 * h + r]);
+            out[r + 4 * h] = _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y);
+            out[r + 8 + 4 * h] = _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y);
+        }
+    }
+    out
 }
 
 /// `out[2j]`, `out[2j+1]` = rows `r0`, `r1` at column `j` in bf16, for the `NR` columns of a
@@ -166,20 +258,48 @@ mod tests {
         }
     }
 
-    /// Both ways of packing B (rows contiguous, or columns contiguous) give the same panels.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn words_transpose_16x16() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return println!("no AVX-512 here: the transpose is not used");
+        }
+        // SAFETY: the CPU has AVX-512F.
+        unsafe {
+            use std::arch::x86_64::*;
+            let rows: [__m512i; 16] = std::array::from_fn(|i| {
+                let words: [i32; 16] = std::array::from_fn(|j| (16 * i + j) as i32);
+                std::mem::transmute::<[i32; 16], __m512i>(words)
+            });
+            for (j, col) in transpose_16x16(rows).iter().enumerate() {
+                let words = std::mem::transmute::<__m512i, [i32; 16]>(*col);
+                let want: [i32; 16] = std::array::from_fn(|i| (16 * i + j) as i32);
+                assert_eq!(words, want, "column {j}");
+            }
+        }
+    }
+
+    /// Both ways of packing B (rows contiguous, or columns contiguous) give the same panels, for
+    /// partial panels and partial blocks of 16 pairs, subnormals (flushed) included.
     #[test]
     fn b_panels_do_not_depend_on_the_layout() {
-        let (k, n) = (37, 45);
-        let v: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let (k, n) = (77, 45);
+        let mut v: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.37).sin()).collect();
+        v[(3 + 5) * n + 5 + 20] = 1e-39;
+        v[(3 + 40) * n + 5 + 2] = -1e-39;
         let rows = MatRef::rows(&v, k, n, n);
         let vt: Vec<f32> = (0..n * k).map(|i| v[(i % k) * n + i / k]).collect();
         let cols = MatRef::rows(&vt, n, k, k).t();
-        let pairs = 20;
+        let pairs = 40;
         let len = n.div_ceil(NR) * pairs * 2 * NR;
-        let (mut x, mut y) = (vec![1u16; len], vec![2u16; len]);
+        for kc in [33, 73] {
+            let (mut x, mut y) = (vec![1u16; len], vec![2u16; len]);
+            pack_b(&rows, (3, kc), (5, 40), pairs, &mut x);
+            pack_b(&cols, (3, kc), (5, 40), pairs, &mut y);
+            assert_eq!(x, y, "kc {kc}");
+        }
+        let (mut x, pairs) = (vec![1u16; n.div_ceil(NR) * 20 * 2 * NR], 20);
         pack_b(&rows, (3, 33), (5, 40), pairs, &mut x);
-        pack_b(&cols, (3, 33), (5, 40), pairs, &mut y);
-        assert_eq!(x, y);
         // Spot checks: pair 4 of column 17, and the zero padding past k.
         let slot = |p: usize, j: usize, e: usize| NR * 2 * pairs + p * 2 * NR + 2 * (j - NR) + e;
         assert_eq!(x[slot(4, 33, 0)], round_bits(v[(3 + 8) * n + 5 + 33]));
