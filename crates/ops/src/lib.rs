@@ -41,6 +41,8 @@ pub mod roofline;
 mod scratch;
 mod storage;
 mod threads;
+#[cfg(target_arch = "x86_64")]
+mod transpose;
 
 pub use batchnorm::{add_relu, batch_norm_train, batch_norm_train_channels_major, BatchNormTrain};
 use candle_core::{Result, Tensor};

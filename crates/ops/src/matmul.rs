@@ -85,18 +85,44 @@ impl<'a> MatRef<'a> {
     }
 
     /// The matrix written row-major into `out` (`rows·cols` long), in 16×16 blocks so that a
-    /// column-major source is read and written a cache line at a time.
+    /// column-major source is read and written a cache line at a time (whole blocks of one with
+    /// contiguous columns transposed in AVX-512 registers where the CPU has them).
     pub fn copy_to_rows(&self, out: &mut [f32]) {
         const B: usize = 16;
         let out = &mut out[..self.rows * self.cols];
+        #[cfg(target_arch = "x86_64")]
+        let registers = self.rs == 1 && std::arch::is_x86_feature_detected!("avx512f");
         for r0 in (0..self.rows).step_by(B) {
             for c0 in (0..self.cols).step_by(B) {
+                #[cfg(target_arch = "x86_64")]
+                if registers && r0 + B <= self.rows && c0 + B <= self.cols {
+                    // SAFETY: the CPU has AVX-512F.
+                    unsafe { self.block_to_rows_avx512((r0, c0), out) };
+                    continue;
+                }
                 for c in c0..(c0 + B).min(self.cols) {
                     for r in r0..(r0 + B).min(self.rows) {
                         out[r * self.cols + c] = self.data[r * self.rs + c * self.cs];
                     }
                 }
             }
+        }
+    }
+
+    /// The 16×16 block at `(r0, c0)` of a matrix with contiguous columns (`rs` = 1) written
+    /// into the row-major `out` (`cols` wide): one vector per column, transposed.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block_to_rows_avx512(&self, (r0, c0): (usize, usize), out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let columns: [__m512i; 16] = std::array::from_fn(|j| {
+            let run = &self.data[(c0 + j) * self.cs + r0..][..16];
+            // SAFETY: `run` holds 16 values; the CPU has AVX-512F.
+            unsafe { _mm512_castps_si512(_mm512_loadu_ps(run.as_ptr())) }
+        });
+        for (i, row) in crate::transpose::words_16x16(columns).iter().enumerate() {
+            let dst = &mut out[(r0 + i) * self.cols + c0..][..16];
+            _mm512_storeu_si512(dst.as_mut_ptr().cast(), *row);
         }
     }
 
@@ -269,6 +295,27 @@ mod tests {
         // a·b = [[1-1+... ]]: row0·col0 = 1·1+2·0.5+3·(-1) = -1; row0·col1 = 2+0+3 = 5
         // row1·col0 = 4+2.5-6 = 0.5; row1·col1 = 8+0+6 = 14
         assert_eq!(d, [9.0, 15.0, 10.5, 24.0]);
+    }
+
+    #[test]
+    fn copies_to_rows_equal_the_elements() {
+        // Column-major (whole 16×16 blocks and partial ones), strided and row-major sources.
+        let (rows, cols) = (37, 50);
+        let data: Vec<f32> = (0..rows * cols * 2).map(|i| i as f32 * 0.5 - 7.0).collect();
+        let sources = [
+            MatRef::rows(&data, cols, rows, rows).t(),
+            MatRef::rows(&data, cols, rows, 2 * rows).t(),
+            MatRef::rows(&data, rows, cols, cols),
+        ];
+        for m in sources {
+            let mut out = vec![f32::NAN; rows * cols];
+            m.copy_to_rows(&mut out);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(out[r * cols + c], m.at(r, c), "({r}, {c})");
+                }
+            }
+        }
     }
 
     #[test]
