@@ -107,9 +107,5 @@ pub fn linear_backward_weight(s: &LinearShape, dy: &[f32], x: &[f32]) -> Vec<f32
 pub fn linear_backward_bias(s: &LinearShape, dy: &[f32]) -> Vec<f32> {
     let Dims { n, o, .. } = s.0;
     assert_eq!(dy.len(), n * o, "linear sizes");
-    let mut db = vec![0f32; o];
-    for row in dy.chunks_exact(o.max(1)) {
-        db.iter_mut().zip(row).for_each(|(d, &g)| *d += g);
-    }
-    db
+    s.0.grad_bias(dy)
 }

@@ -9,7 +9,7 @@ use crate::buffers::written;
 use crate::compute::Compute;
 use crate::matmul::{matmul, MatMut, MatRef};
 use crate::storage::{all_cpu_f32, f32_data};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 
 /// `x·wᵀ + b` for `x` N×I, `w` O×I, `b` O values (PyTorch's `F.linear`), differentiable w.r.t.
@@ -80,6 +80,15 @@ impl Dims {
         product(o, i, dyt, xm, (self.parallelism(), compute))
     }
 
+    /// `db` (O values) = the column sums of the output gradient `dy` (N×O).
+    pub(crate) fn grad_bias(&self, dy: &[f32]) -> Vec<f32> {
+        let mut db = vec![0f32; self.o];
+        for row in dy.chunks_exact(self.o.max(1)) {
+            db.iter_mut().zip(row).for_each(|(d, &g)| *d += g);
+        }
+        db
+    }
+
     /// Threads for a GEMM of this size: all of rayon's for large products, one for small ones.
     fn parallelism(&self) -> Parallelism {
         if self.n * self.i * self.o >= 1 << 18 {
@@ -98,6 +107,9 @@ struct GradInput(Dims);
 
 /// Arguments (dy, x) → dw = dyᵀ·x (O×I).
 struct GradWeight(Dims);
+
+/// Argument dy → db = Σ rows of dy (O values).
+struct GradBias(Dims);
 
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
@@ -138,7 +150,10 @@ impl CustomOp3 for Linear {
             .track_op()
             .then(|| dy.apply_op2_no_bwd(x, &GradWeight(self.0)))
             .transpose()?;
-        let db = b.track_op().then(|| dy.sum(0)).transpose()?;
+        let db = b
+            .track_op()
+            .then(|| dy.apply_op1_no_bwd(&GradBias(self.0)))
+            .transpose()?;
         Ok((dx, dw, db))
     }
 }
@@ -180,6 +195,18 @@ impl CustomOp2 for GradWeight {
         let x = f32_data(s2, l2, n * i, "input")?;
         let dw = self.0.grad_weight(dy, x);
         Ok((CpuStorage::F32(dw), Shape::from((o, i))))
+    }
+}
+
+impl CustomOp1 for GradBias {
+    fn name(&self) -> &'static str {
+        "dfd-linear-grad-bias"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Dims { n, o, .. } = self.0;
+        let dy = f32_data(s1, l1, n * o, "output gradient")?;
+        Ok((CpuStorage::F32(self.0.grad_bias(dy)), Shape::from(o)))
     }
 }
 
