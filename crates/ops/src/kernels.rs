@@ -193,9 +193,10 @@ pub(crate) fn group_weight<'a>(g: &ConvGeom, w: &'a [f32], group: usize) -> MatR
 }
 
 /// What [`forward`] applies to every output value, in the same task right after the block's GEMM
-/// (the direct kernel: as it writes its output): `+ bias[output channel]` (when given), then `+ residual[same index]` (when given), then
-/// `max(·, 0)` (when `relu`). The sums run in that order, so the fused result has the bits of the
-/// separate ops (conv + bias, then [`crate::add_relu`]).
+/// (the direct kernel: as it writes its output): `+ bias[output channel]` (when given), then
+/// `+ residual[same index]` (when given), then `max(·, 0)` (when `relu`). The sums run in that
+/// order, so the fused result has the bits of the separate ops (conv + bias, then
+/// [`crate::add_relu`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
     pub bias: Option<&'a [f32]>,

@@ -1,5 +1,6 @@
 //! The 16×16 transpose of 32-bit words in AVX-512 registers, for the copies that turn a
 //! column-major block row-major (bf16 packing of a column-major B, a transposed f32 operand).
+
 /// The 16×16 matrix of 32-bit words whose row `i` is `m[i]`, transposed.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn words_16x16(
