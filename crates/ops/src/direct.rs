@@ -32,7 +32,7 @@
 //! GEMM path's by rounding only.
 
 use crate::geometry::ConvGeom;
-use crate::kernels::Epilogue;
+use crate::kernels::{lanes, Epilogue, LANES};
 use crate::scratch::with_scratch;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -40,8 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Output channels per block (accumulator rows).
 const CO: usize = 4;
-/// AVX-512 lanes.
-const LANES: usize = 16;
 /// Vectors of output pixels per block (accumulator columns).
 const VECS: usize = 4;
 /// Output pixels per block.
@@ -350,13 +348,6 @@ unsafe fn copy_even(dst: *mut f32, src: *const f32, len: usize) {
     }
 }
 
-/// Mask of the first `len` (≤ 16) lanes.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn lanes(len: usize) -> u16 {
-    ((1u32 << len) - 1) as u16
-}
-
 /// `dst[..len] = 0`, in vectors.
 ///
 /// # Safety
@@ -458,7 +449,7 @@ unsafe fn blocks<const MASKED: bool>(
                     for (v, &a) in acc.iter().enumerate() {
                         // The centre tap reads exactly the lanes whose pixel is in the plane.
                         let (m, at) = (masks[j0 / LANES + v][CENTRE], co * p + j0 + v * LANES);
-                        let y = finish(a, b, epilogue, at, m);
+                        let y = epilogue.finish(a, b, at, m);
                         _mm512_mask_storeu_ps(out.wrapping_add(at), m, y);
                     }
                 }
@@ -478,31 +469,6 @@ enum Dst<'a> {
         epilogue: Epilogue<'a>,
         c0: usize,
     },
-}
-
-/// `epilogue` applied to the sums `v` of output values `at ..` (the lanes of `m`), given their
-/// channel's bias `b` (0 without one): `(v + b) + residual`, then ReLU.
-///
-/// # Safety
-/// AVX-512 F; the lanes of `m` from `at` on are inside the residual when there is one.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn finish(
-    v: std::arch::x86_64::__m512,
-    b: f32,
-    epilogue: &Epilogue,
-    at: usize,
-    m: u16,
-) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    let mut v = _mm512_add_ps(v, _mm512_set1_ps(b));
-    if let Some(r) = epilogue.residual {
-        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r.as_ptr().wrapping_add(at)));
-    }
-    if epilogue.relu {
-        v = _mm512_max_ps(v, _mm512_setzero_ps());
-    }
-    v
 }
 
 /// Writes the valid `ho × wo` pixels of each output channel's grid into `yg` (the group's `cout_g`
@@ -539,7 +505,7 @@ unsafe fn write_output(
                     lanes(g.wo - i)
                 };
                 let at = co * g.p() + oy * g.wo + i;
-                let v = finish(_mm512_maskz_loadu_ps(m, src.add(i)), b, &epilogue, at, m);
+                let v = epilogue.finish(_mm512_maskz_loadu_ps(m, src.add(i)), b, at, m);
                 _mm512_mask_storeu_ps(dst.add(i), m, v);
             }
         }

@@ -224,25 +224,91 @@ impl<'a> Epilogue<'a> {
     /// Applies the epilogue to `planes`: consecutive output planes of `p` values for channels
     /// `c0, c0+1, …`, and the residual's values from its start (see [`Epilogue::shifted`]).
     pub(crate) fn apply(&self, planes: &mut [f32], c0: usize, p: usize) {
-        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
-        match (self.bias, self.residual) {
-            (None, None) if !self.relu => {}
-            (bias, Some(res)) => {
-                for (c, plane) in planes.chunks_exact_mut(p).enumerate() {
-                    let b = bias.map_or(0.0, |b| b[c0 + c]);
-                    for (v, &r) in plane.iter_mut().zip(&res[c * p..]) {
-                        *v = ((*v + b) + r).max(floor);
-                    }
+        if self.bias.is_none() && self.residual.is_none() && !self.relu {
+            return;
+        }
+        assert!(self.residual.is_none_or(|r| r.len() >= planes.len()));
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512 F was just detected; the residual is long enough (asserted).
+            return unsafe { self.apply_avx512(planes, c0, p) };
+        }
+        self.apply_scalar(planes, c0, p);
+    }
+
+    /// [`Epilogue::apply`] one value at a time.
+    fn apply_scalar(&self, planes: &mut [f32], c0: usize, p: usize) {
+        for (c, plane) in planes.chunks_exact_mut(p).enumerate() {
+            let b = self.bias.map_or(0.0, |b| b[c0 + c]);
+            let residual = self.residual.map(|r| &r[c * p..(c + 1) * p]);
+            for (i, v) in plane.iter_mut().enumerate() {
+                *v += b;
+                if let Some(r) = residual {
+                    *v += r[i];
                 }
-            }
-            (bias, None) => {
-                for (c, plane) in planes.chunks_exact_mut(p).enumerate() {
-                    let b = bias.map_or(0.0, |b| b[c0 + c]);
-                    plane.iter_mut().for_each(|v| *v = (*v + b).max(floor));
+                if self.relu {
+                    *v = v.max(0.0);
                 }
             }
         }
     }
+
+    /// [`Epilogue::apply`] in 16-lane vectors: the pass is short of memory bandwidth, not of
+    /// arithmetic, once it no longer runs 4 lanes at a time with a scalar NaN rule.
+    ///
+    /// # Safety
+    /// AVX-512 F; the residual, when given, holds at least `planes.len()` values.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn apply_avx512(&self, planes: &mut [f32], c0: usize, p: usize) {
+        use std::arch::x86_64::*;
+        let out = planes.as_mut_ptr();
+        for c in 0..planes.len() / p {
+            let b = self.bias.map_or(0.0, |b| b[c0 + c]);
+            for i in (0..p).step_by(LANES) {
+                let m = lanes((p - i).min(LANES));
+                let at = c * p + i;
+                let v = self.finish(_mm512_maskz_loadu_ps(m, out.add(at)), b, at, m);
+                _mm512_mask_storeu_ps(out.add(at), m, v);
+            }
+        }
+    }
+
+    /// The epilogue on the sums `v` of output values `at ..` (the lanes of `m`), given their
+    /// channel's bias `b` (0 without one): `(v + b) + residual`, then ReLU. A NaN sum becomes 0
+    /// under the ReLU, as `f32::max` gives.
+    ///
+    /// # Safety
+    /// AVX-512 F; the lanes of `m` from `at` on are inside the residual when there is one.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(crate) unsafe fn finish(
+        &self,
+        v: std::arch::x86_64::__m512,
+        b: f32,
+        at: usize,
+        m: u16,
+    ) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let mut v = _mm512_add_ps(v, _mm512_set1_ps(b));
+        if let Some(r) = self.residual {
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r.as_ptr().wrapping_add(at)));
+        }
+        if self.relu {
+            // `max` returns its second operand when either is NaN: 0.
+            v = _mm512_max_ps(v, _mm512_setzero_ps());
+        }
+        v
+    }
+}
+
+/// AVX-512 lanes.
+pub(crate) const LANES: usize = 16;
+
+/// Mask of the first `len` (≤ 16) lanes.
+#[inline(always)]
+pub(crate) fn lanes(len: usize) -> u16 {
+    ((1u32 << len) - 1) as u16
 }
 
 /// `y = epilogue(conv(x, w))`, writing every slot of `y`. Slices are contiguous NCHW `x`, OIHW
@@ -454,5 +520,51 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32
         }
     } else {
         runs_into(0..plan.blocks, dw, Parallelism::Rayon(plan.threads));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector epilogue gives the bits of the scalar one, on planes whose size is not a
+    /// multiple of the vector width, with NaN, ±0 and infinite sums among the values.
+    #[test]
+    fn vector_epilogue_has_the_scalar_bits() {
+        let (p, channels, c0) = (49, 5, 3);
+        let special = [f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY];
+        let values = |len: usize, seed: u32| -> Vec<f32> {
+            (0..len as u32)
+                .map(|i| match i.wrapping_mul(2654435761) ^ seed {
+                    h if h % 11 == 0 => special[(h / 11) as usize % special.len()],
+                    h => (h % 2001) as f32 / 1000.0 - 1.0,
+                })
+                .collect()
+        };
+        let sums = values(p * channels, 1);
+        let (bias, residual) = (values(c0 + channels, 2), values(p * channels, 3));
+        for (with_bias, with_residual, relu) in [
+            (false, false, true),
+            (true, false, false),
+            (true, false, true),
+            (false, true, false),
+            (true, true, true),
+        ] {
+            let epilogue = Epilogue {
+                bias: with_bias.then_some(&bias[..]),
+                residual: with_residual.then_some(&residual[..]),
+                relu,
+            };
+            let (mut vector, mut scalar) = (sums.clone(), sums.clone());
+            epilogue.apply(&mut vector, c0, p);
+            epilogue.apply_scalar(&mut scalar, c0, p);
+            for (i, (v, s)) in vector.iter().zip(&scalar).enumerate() {
+                assert!(
+                    v.to_bits() == s.to_bits() || v.is_nan() && s.is_nan(),
+                    "{:?} value {i}: {v} vs {s}",
+                    (with_bias, with_residual, relu)
+                );
+            }
+        }
     }
 }
