@@ -516,6 +516,7 @@ unsafe fn write_output(
 mod tests {
     use super::*;
     use crate::compute::Compute;
+    use crate::kernels::epilogues;
 
     /// The convolution plus bias by its definition, in f64.
     fn reference(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
@@ -595,17 +596,8 @@ mod tests {
             let (x, w, bias) = (values(g.x_len(), 1), values(g.w_len(), 2), values(cout, 3));
             let residual = values(g.y_len(), 4);
             let zero = vec![0.0; cout];
-            for (with_bias, with_residual, relu) in [
-                (false, false, false),
-                (true, false, false),
-                (true, false, true),
-                (true, true, true),
-            ] {
-                let epilogue = Epilogue {
-                    bias: with_bias.then_some(&bias[..]),
-                    residual: with_residual.then_some(&residual[..]),
-                    relu,
-                };
+            for epilogue in epilogues(&bias, &residual) {
+                let (with_bias, with_residual, relu) = epilogue.parts();
                 let mut expected = reference(&g, &x, &w, if with_bias { &bias } else { &zero });
                 for (i, e) in expected.iter_mut().enumerate() {
                     *e += if with_residual { residual[i] } else { 0.0 };

@@ -523,12 +523,42 @@ pub(crate) fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32
     }
 }
 
+/// Every combination of an epilogue's parts that the tests run, over `bias` and `residual`.
+#[cfg(test)]
+pub(crate) fn epilogues<'a>(bias: &'a [f32], residual: &'a [f32]) -> Vec<Epilogue<'a>> {
+    let parts = [
+        (false, false, false),
+        (false, false, true),
+        (true, false, false),
+        (true, false, true),
+        (false, true, false),
+        (true, true, true),
+    ];
+    parts
+        .into_iter()
+        .map(|(with_bias, with_residual, relu)| Epilogue {
+            bias: with_bias.then_some(bias),
+            residual: with_residual.then_some(residual),
+            relu,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+impl Epilogue<'_> {
+    /// (bias, residual, ReLU): which parts are present, for test messages.
+    pub(crate) fn parts(&self) -> (bool, bool, bool) {
+        (self.bias.is_some(), self.residual.is_some(), self.relu)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The vector epilogue gives the bits of the scalar one, on planes whose size is not a
-    /// multiple of the vector width, with NaN, ±0 and infinite sums among the values.
+    /// multiple of the vector width, with NaN, ±0 and infinite values among the sums, biases and
+    /// shortcuts; with no part at all, the values are left as they are.
     #[test]
     fn vector_epilogue_has_the_scalar_bits() {
         let (p, channels, c0) = (49, 5, 3);
@@ -543,26 +573,18 @@ mod tests {
         };
         let sums = values(p * channels, 1);
         let (bias, residual) = (values(c0 + channels, 2), values(p * channels, 3));
-        for (with_bias, with_residual, relu) in [
-            (false, false, true),
-            (true, false, false),
-            (true, false, true),
-            (false, true, false),
-            (true, true, true),
-        ] {
-            let epilogue = Epilogue {
-                bias: with_bias.then_some(&bias[..]),
-                residual: with_residual.then_some(&residual[..]),
-                relu,
-            };
+        for epilogue in epilogues(&bias, &residual) {
             let (mut vector, mut scalar) = (sums.clone(), sums.clone());
             epilogue.apply(&mut vector, c0, p);
-            epilogue.apply_scalar(&mut scalar, c0, p);
+            // Without any part, `apply` leaves the values as they are (−0 included).
+            if epilogue.parts() != (false, false, false) {
+                epilogue.apply_scalar(&mut scalar, c0, p);
+            }
             for (i, (v, s)) in vector.iter().zip(&scalar).enumerate() {
                 assert!(
                     v.to_bits() == s.to_bits() || v.is_nan() && s.is_nan(),
                     "{:?} value {i}: {v} vs {s}",
-                    (with_bias, with_residual, relu)
+                    epilogue.parts()
                 );
             }
         }
