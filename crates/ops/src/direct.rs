@@ -145,21 +145,18 @@ impl Grid {
         if !self.in_place {
             return Vec::new();
         }
-        let (h, w) = (g.h as isize, g.w as isize);
-        let reads = |j: usize, t: usize| {
-            let (oy, ox) = ((j / g.w) as isize, (j % g.w) as isize);
-            let (iy, ix) = (oy + (t / 3) as isize - 1, ox + (t % 3) as isize - 1);
-            j < g.p() && (0..h).contains(&iy) && (0..w).contains(&ix)
-        };
-        (0..self.cols / LANES)
-            .map(|q| {
-                std::array::from_fn(|t| {
-                    (0..LANES)
-                        .filter(|&l| reads(q * LANES + l, t))
-                        .fold(0u16, |m, l| m | 1 << l)
-                })
-            })
-            .collect()
+        let mut masks = vec![[0u16; TAPS]; self.cols / LANES];
+        for j in 0..g.p() {
+            let (oy, ox) = (j / g.w, j % g.w);
+            for (t, mask) in masks[j / LANES].iter_mut().enumerate() {
+                // The tap's input pixel, in coordinates shifted by the padding (1).
+                let (iy, ix) = (oy + t / 3, ox + t % 3);
+                if (1..=g.h).contains(&iy) && (1..=g.w).contains(&ix) {
+                    *mask |= 1 << (j % LANES);
+                }
+            }
+        }
+        masks
     }
 }
 

