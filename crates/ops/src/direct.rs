@@ -386,8 +386,9 @@ unsafe fn blocks<const MASKED: bool>(
     mut dst: Dst,
 ) {
     use std::arch::x86_64::*;
+    debug_assert_eq!(MASKED, matches!(dst, Dst::Planes { .. }));
     debug_assert!(
-        MASKED && masks.len() * LANES == grid.cols && matches!(dst, Dst::Planes { .. })
+        MASKED
             || taps
                 .iter()
                 .all(|&t| t as usize + (cin_g - 1) * grid.plane + grid.cols <= src.len())
