@@ -123,8 +123,7 @@ fn gather_rows(g: &ConvGeom, plane: &[f32], offsets: &[u32], (rows, cols, c0): R
     let p = g.p();
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        assert!(plane.len() >= g.hw() && offsets.len() == g.kh * g.kw * p);
-        assert!(rows.len() >= (offsets.len() / p - 1) * cols + c0 + p);
+        check_short_rows(g, plane.len(), offsets, (rows.len(), cols, c0));
         // SAFETY: AVX-512 F was just detected; `tap_offsets` gives offsets inside the h×w plane
         // (or `u32::MAX`), the plane holds that many values and `rows` every row (asserted).
         return unsafe { gather_rows_avx512(plane, offsets, (rows, cols, c0), p) };
@@ -148,8 +147,7 @@ fn scatter_add_rows(
     let p = g.p();
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        assert!(plane.len() >= g.hw() && offsets.len() == g.kh * g.kw * p);
-        assert!(rows.len() >= (offsets.len() / p - 1) * cols + c0 + p);
+        check_short_rows(g, plane.len(), offsets, (rows.len(), cols, c0));
         // SAFETY: as in `gather_rows`; one tap maps distinct output pixels to distinct inputs, so
         // no two lanes of a scatter share an offset.
         return unsafe { scatter_add_rows_avx512((rows, cols, c0), offsets, plane, p) };
@@ -161,6 +159,17 @@ fn scatter_add_rows(
             }
         }
     }
+}
+
+/// Asserts what the vector paths of [`gather_rows`] and [`scatter_add_rows`] rely on: a plane of
+/// at least h×w values, one offset per tap and output pixel, and a row per tap.
+fn check_short_rows(g: &ConvGeom, plane: usize, offsets: &[u32], (rows, cols, c0): Rows<usize>) {
+    let (taps, p) = (g.kh * g.kw, g.p());
+    assert!(
+        plane >= g.hw() && offsets.len() == taps * p,
+        "short rows: plane or offsets"
+    );
+    assert!(rows >= (taps - 1) * cols + c0 + p, "short rows: rows");
 }
 
 /// Rows of a block matrix: the values, the row stride, and the first column of the image.
@@ -177,16 +186,10 @@ unsafe fn gather_rows_avx512(
     p: usize,
 ) {
     use std::arch::x86_64::*;
-    for (tap, offsets) in offsets.chunks_exact(p).enumerate() {
-        let row = rows.as_mut_ptr().add(tap * cols + c0);
-        for i in (0..p).step_by(LANES) {
-            let m = lanes((p - i).min(LANES));
-            let idx = _mm512_maskz_loadu_epi32(m, offsets.as_ptr().add(i).cast());
-            let inside = _mm512_mask_cmpneq_epi32_mask(m, idx, _mm512_set1_epi32(-1));
-            let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), inside, idx, plane.as_ptr());
-            _mm512_mask_storeu_ps(row.add(i), m, v);
-        }
-    }
+    tap_vectors(offsets, p, (cols, c0), |at, m, idx, inside| {
+        let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), inside, idx, plane.as_ptr());
+        _mm512_mask_storeu_ps(rows.as_mut_ptr().add(at), m, v);
+    });
 }
 
 /// # Safety
@@ -200,15 +203,35 @@ unsafe fn scatter_add_rows_avx512(
     p: usize,
 ) {
     use std::arch::x86_64::*;
+    tap_vectors(offsets, p, (cols, c0), |at, m, idx, inside| {
+        let d = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), inside, idx, plane.as_ptr());
+        let v = _mm512_add_ps(d, _mm512_maskz_loadu_ps(m, rows.as_ptr().add(at)));
+        _mm512_mask_i32scatter_ps::<4>(plane.as_mut_ptr(), inside, idx, v);
+    });
+}
+
+/// `f(at, m, idx, inside)` for each vector of 16 offsets of each tap's `p`: `at` its first
+/// value's index in rows `cols` apart from column `c0`, `m` its lanes, `idx` its offsets and
+/// `inside` the lanes whose offset is not the padding's `u32::MAX`.
+///
+/// # Safety
+/// AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tap_vectors(
+    offsets: &[u32],
+    p: usize,
+    (cols, c0): (usize, usize),
+    mut f: impl FnMut(usize, u16, std::arch::x86_64::__m512i, u16),
+) {
+    use std::arch::x86_64::*;
     for (tap, offsets) in offsets.chunks_exact(p).enumerate() {
-        let row = rows.as_ptr().add(tap * cols + c0);
         for i in (0..p).step_by(LANES) {
             let m = lanes((p - i).min(LANES));
             let idx = _mm512_maskz_loadu_epi32(m, offsets.as_ptr().add(i).cast());
             let inside = _mm512_mask_cmpneq_epi32_mask(m, idx, _mm512_set1_epi32(-1));
-            let d = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), inside, idx, plane.as_ptr());
-            let v = _mm512_add_ps(d, _mm512_maskz_loadu_ps(m, row.add(i)));
-            _mm512_mask_i32scatter_ps::<4>(plane.as_mut_ptr(), inside, idx, v);
+            f(tap * cols + c0 + i, m, idx, inside);
         }
     }
 }
