@@ -48,6 +48,10 @@ fn max_pool_matches_the_definition_fast_and_fallback() -> Result<()> {
         ([1, 2, 1, 1], 5, 1, 2),
         ([1, 2, 2, 3], 3, 2, 1),
         ([1, 2, 11, 13], 4, 3, 2),
+        // Rows of several 16-output vectors (35 and 17 outputs) for the AVX-512 stride-2 taps.
+        ([1, 2, 40, 70], 3, 2, 1),
+        ([1, 1, 3, 33], 3, 2, 1),
+        ([1, 1, 4, 36], 2, 2, 0),
     ];
     for (dims, k, s, p) in cases {
         // Centred values: negatives next to the padding show whether padded positions win.
