@@ -167,6 +167,11 @@ fn stem_7x7_stride_2() -> Result<()> {
     check(Case {
         pad: 3,
         ..case(1, 3, 8, (21, 23), 7, 2, 1)
+    })?;
+    // An im2col matrix of 147 × 960 values: built and multiplied in runs of 29 and 3 output rows.
+    check(Case {
+        pad: 3,
+        ..case(2, 3, 8, (64, 60), 7, 2, 1)
     })
 }
 
@@ -217,6 +222,10 @@ fn bias_relu_epilogue_matches_candle() -> Result<()> {
         Case {
             pad: 3,
             ..case(2, 3, 8, (17, 17), 7, 2, 1)
+        },
+        Case {
+            pad: 3,
+            ..case(2, 3, 8, (64, 60), 7, 2, 1)
         },
     ];
     for c in cases {
