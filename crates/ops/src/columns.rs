@@ -6,7 +6,7 @@
 
 use crate::geometry::{valid_range, ConvGeom};
 #[cfg(target_arch = "x86_64")]
-use crate::kernels::{lanes, LANES};
+use crate::kernels::{lanes, stride2_lanes, LANES};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -332,18 +332,13 @@ unsafe fn split_pairs_avx512(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
     use std::arch::x86_64::*;
     let w = row.len();
     assert!(even.len() >= w.div_ceil(2) && odd.len() >= w.div_ceil(2));
-    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for i in (0..w).step_by(2 * LANES) {
         let n = (w - i).min(2 * LANES);
         let at = row.as_ptr().wrapping_add(i);
         // Masked-off lanes are not read, so the second load may start past the row's end.
         let lo = _mm512_maskz_loadu_ps(lanes(n.min(LANES)), at);
         let hi = _mm512_maskz_loadu_ps(lanes(n.saturating_sub(LANES)), at.wrapping_add(LANES));
-        let (e, o) = (
-            _mm512_permutex2var_ps(lo, evens, hi),
-            _mm512_permutex2var_ps(lo, odds, hi),
-        );
+        let (e, o) = (stride2_lanes(lo, hi, 0), stride2_lanes(lo, hi, 1));
         _mm512_mask_storeu_ps(even.as_mut_ptr().add(i / 2), lanes(n.div_ceil(2)), e);
         _mm512_mask_storeu_ps(odd.as_mut_ptr().add(i / 2), lanes(n / 2), o);
     }

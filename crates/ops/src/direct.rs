@@ -32,7 +32,7 @@
 //! GEMM path's by rounding only.
 
 use crate::geometry::ConvGeom;
-use crate::kernels::{lanes, Epilogue, LANES};
+use crate::kernels::{lanes, stride2_lanes, Epilogue, LANES};
 use crate::scratch::with_scratch;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -330,7 +330,6 @@ unsafe fn copy(dst: *mut f32, src: *const f32, len: usize) {
 #[inline(always)]
 unsafe fn copy_even(dst: *mut f32, src: *const f32, len: usize) {
     use std::arch::x86_64::*;
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let mut i = 0;
     while i < len {
         // Source values 2i .. 2i + 2·n − 1 of which the even ones are wanted.
@@ -339,7 +338,7 @@ unsafe fn copy_even(dst: *mut f32, src: *const f32, len: usize) {
         let (lo, hi) = (span.min(LANES), span.saturating_sub(LANES));
         let a = _mm512_maskz_loadu_ps(lanes(lo), src.add(2 * i));
         let b = _mm512_maskz_loadu_ps(lanes(hi), src.add(2 * i + LANES));
-        let v = _mm512_permutex2var_ps(a, even, b);
+        let v = stride2_lanes(a, b, 0);
         _mm512_mask_storeu_ps(dst.add(i), lanes(n), v);
         i += LANES;
     }

@@ -367,6 +367,25 @@ pub(crate) fn lanes(len: usize) -> u16 {
     ((1u32 << len) - 1) as u16
 }
 
+/// Lanes `parity, parity + 2, …, parity + 30` of the 32 values `lo ‖ hi`: with `parity` 0 the
+/// even-indexed values of 32 consecutive ones (a stride-2 read), with 1 the odd-indexed ones.
+///
+/// # Safety
+/// AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn stride2_lanes(
+    lo: std::arch::x86_64::__m512,
+    hi: std::arch::x86_64::__m512,
+    parity: i32,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let index = _mm512_add_epi32(even, _mm512_set1_epi32(parity));
+    _mm512_permutex2var_ps(lo, index, hi)
+}
+
 /// `y = epilogue(conv(x, w))`, writing every slot of `y`. Slices are contiguous NCHW `x`, OIHW
 /// `w`, NCHW `y` of `g`'s sizes; a bias holds `cout` values.
 pub(crate) fn forward(

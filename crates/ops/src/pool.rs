@@ -4,9 +4,9 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 use crate::buffers::par_collect;
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::lanes;
 use crate::kernels::LANES;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{lanes, stride2_lanes};
 use crate::storage::{all_cpu_f32, f32_data};
 
 /// PyTorch's `max_pool2d(x, kernel, stride, padding)` over an N×C×H×W `x`: padded positions never
@@ -134,13 +134,12 @@ impl MaxPool {
         use std::arch::x86_64::*;
         let wo = out_row.len();
         assert!(down.len() >= 2 * wo.next_multiple_of(LANES) + self.kernel + LANES);
-        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         for ox in (0..wo).step_by(LANES) {
             let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
             for k in 0..self.kernel {
                 let at = down.as_ptr().add(2 * ox + k);
                 let (lo, hi) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(LANES)));
-                m = _mm512_max_ps(_mm512_permutex2var_ps(lo, evens, hi), m);
+                m = _mm512_max_ps(stride2_lanes(lo, hi, 0), m);
             }
             let lanes = lanes((wo - ox).min(LANES));
             _mm512_mask_storeu_ps(out_row.as_mut_ptr().add(ox), lanes, m);
