@@ -20,7 +20,8 @@
 #   PYTHON            the Python whose pip installs the wheels (default python3)
 #
 # Takes up to half an hour on 2 cores the first time (candle's CUDA kernels; every binary took 27
-# minutes next to a test run), a few minutes after that, plus ~1.5 GB of wheels.
+# minutes next to a test run; BINS=dfd-gpu-check alone 9 minutes, wheels included), a few minutes
+# after that, plus ~1.5 GB of wheels.
 # The binaries need, at run time, the driver's libcuda.so.1 and cuBLAS/cuRAND/NVRTC/cudart of
 # CUDA 13 on LD_LIBRARY_PATH: scripts/gpu-check.sh finds them.
 set -euo pipefail

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use dfd_metrics::{BinaryReport, Interval, MeanStd};
 
-use crate::schema::EvalMetrics;
+use crate::schema::{EvalMetrics, FoldEval};
 
 /// The PNGs of a report, by file name inside the eval directory, with their captions.
 pub const FIGURES: [(&str, &str); 3] = [
@@ -73,7 +73,7 @@ fn metrics_table(m: &EvalMetrics) -> Table {
     };
     let mut rows = vec![rows_of(ensemble_label(m), &m.ensemble.metrics)];
     rows.extend(
-        m.folds
+        listed_folds(m)
             .iter()
             .map(|f| rows_of(f.fold.to_string(), &f.metrics)),
     );
@@ -99,7 +99,16 @@ fn metrics_table(m: &EvalMetrics) -> Table {
     }
 }
 
-/// `ensemble (folds 0, 1, 2)`, or `fold 0` when one fold was scored.
+/// The folds the tables list after the model's row: none when the model is a single fold (its
+/// row would repeat the model's), else every scored fold.
+fn listed_folds(m: &EvalMetrics) -> &[FoldEval] {
+    match (m.ensemble.folds.as_slice(), m.folds.as_slice()) {
+        ([k], [f]) if f.fold == *k => &[],
+        _ => &m.folds,
+    }
+}
+
+/// `ensemble of 0, 1, 2`, or `0 (the model)` when one fold was scored.
 fn ensemble_label(m: &EvalMetrics) -> String {
     match m.ensemble.folds.as_slice() {
         [k] => format!("{k} (the model)"),
@@ -129,7 +138,7 @@ fn detail_table(m: &EvalMetrics) -> Table {
         &m.ensemble.by_difficulty,
     ))
     .chain(
-        m.folds
+        listed_folds(m)
             .iter()
             .map(|f| (f.fold.to_string(), &f.metrics, &f.by_difficulty)),
     );
@@ -432,6 +441,29 @@ mod tests {
                 && text.contains("fake/easy_1.jpg"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_single_fold_is_listed_once() {
+        let two = sample();
+        let fold = two.folds[0].clone();
+        let one = EvalMetrics {
+            ensemble: EnsembleEval {
+                folds: vec![0],
+                ..two.ensemble.clone()
+            },
+            folds: vec![fold],
+            cross_validation: None,
+            ..two
+        };
+        let text = console_table(&one);
+        // One row in the metrics table, one per difficulty in the detail table.
+        assert_eq!(text.matches("0 (the model)").count(), 2, "{text}");
+        let fold_rows = text
+            .lines()
+            .filter(|l| l.starts_with("0 ") && !l.starts_with("0 (the model)"));
+        assert_eq!(fold_rows.count(), 0, "{text}");
+        assert_eq!(markdown_report(&one).matches("| 0 |").count(), 0);
     }
 
     #[test]
