@@ -69,8 +69,9 @@ impl GemmPeak {
     }
 }
 
-/// GFLOP/s of this crate's GEMM (the `gemm` crate for f32) on two `n×n` matrices over rayon's
-/// threads, in `compute`: best of 5 after a warm-up.
+/// GFLOP/s of this crate's GEMM (the `gemm` crate's kernels for f32, split between rayon's
+/// threads as the models' large products are) on two `n×n` matrices, in `compute`: best of 5
+/// after a warm-up.
 pub fn gemm_gflops(n: usize, compute: Compute) -> f64 {
     let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.1).collect();
