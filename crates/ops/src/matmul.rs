@@ -277,6 +277,15 @@ pub(crate) fn matmul(
     }
 }
 
+/// The threads `par` asks for (rayon's count for `Rayon(0)`).
+pub(crate) fn threads(par: Parallelism) -> usize {
+    match par {
+        Parallelism::None => 1,
+        Parallelism::Rayon(0) => rayon::current_num_threads(),
+        Parallelism::Rayon(n) => n,
+    }
+}
+
 /// gemm's widest f32 register tile spans this many destination columns (4 AVX-512 vectors).
 const PANEL: usize = 64;
 
@@ -287,11 +296,7 @@ const SPLIT_WORK: usize = 1 << 22;
 /// whole number of [`PANEL`]s, at least one per thread; `None` for one thread, or a product too
 /// small or too narrow.
 fn column_chunk(dst: &MatMut<'_>, k: usize, par: Parallelism) -> Option<usize> {
-    let threads = match par {
-        Parallelism::None => 1,
-        Parallelism::Rayon(0) => rayon::current_num_threads(),
-        Parallelism::Rayon(n) => n,
-    };
+    let threads = threads(par);
     let wide = dst.cols >= PANEL * threads;
     (threads > 1 && wide && dst.rows * dst.cols * k >= SPLIT_WORK)
         .then(|| dst.cols.div_ceil(threads).next_multiple_of(PANEL))
@@ -405,6 +410,7 @@ mod tests {
         }));
         assert!(accumulate.is_err());
     }
+
     #[test]
     fn products_split_by_columns_equal_the_definition() {
         // 70×301 = a (row stride 203, 200 used) · b (given as its transpose): above SPLIT_WORK,

@@ -162,11 +162,7 @@ fn split<K: Kernel>(
         cols: dst.cols,
         rs: dst.rs,
     };
-    let threads = match par {
-        Parallelism::None => 1,
-        Parallelism::Rayon(0) => rayon::current_num_threads(),
-        Parallelism::Rayon(n) => n,
-    };
+    let threads = crate::matmul::threads(par);
     if threads <= 1 {
         return f(whole, a, b, Packed::No);
     }
